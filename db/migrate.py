@@ -1,0 +1,64 @@
+"""Apply the ordered SQL migrations in db/migrations once per database, under an advisory lock.
+
+Run it once per deployment (`python -m db.migrate`), before the web and worker processes start.
+Concurrent runs are safe: the advisory lock makes later runs wait, then find nothing to apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import asyncpg
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Any constant works; it only has to be the same for every process that migrates this database.
+MIGRATION_LOCK_ID = 7_402_118_331
+
+
+def migration_files() -> list[Path]:
+    return sorted(MIGRATIONS_DIR.glob("*.sql"))
+
+
+async def apply_migrations(database_url: str) -> list[str]:
+    """Apply pending migrations in file-name order; return the names applied by this call."""
+    connection = await asyncpg.connect(database_url)
+    applied: list[str] = []
+    try:
+        await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row["version"] for row in await connection.fetch("SELECT version FROM schema_migrations")}
+        for path in migration_files():
+            if path.name in done:
+                continue
+            logger.info("migration apply version=%s", path.name)
+            async with connection.transaction():
+                await connection.execute(path.read_text())
+                await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.name)
+            applied.append(path.name)
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+        await connection.close()
+    return applied
+
+
+def main() -> None:
+    from server.logs import configure_logging
+    from server.services import resolve_service_urls
+    from server.settings import get_settings
+
+    settings = get_settings()
+    configure_logging(settings)
+    database_url, _ = resolve_service_urls(settings)
+    applied = asyncio.run(apply_migrations(database_url))
+    logger.info("migrations done applied=%d", len(applied))
+
+
+if __name__ == "__main__":
+    main()

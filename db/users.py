@@ -1,0 +1,52 @@
+"""Queries on tenants and users."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import asyncpg
+from databases import Database
+
+from db.rows import as_dict
+
+
+class EmailTaken(Exception):
+    """A user with this email (compared case-insensitively) exists already."""
+
+
+async def create_tenant_with_admin(db: Database, *, tenant_name: str, email: str, password_hash: str) -> dict:
+    async with db.transaction():
+        tenant_id = await db.fetch_val("INSERT INTO tenants (name) VALUES (:name) RETURNING id", {"name": tenant_name})
+        user = await create_user(db, tenant_id=tenant_id, email=email, password_hash=password_hash, role="admin")
+    return {"tenant_id": tenant_id, "user_id": user["id"]}
+
+
+async def create_user(db: Database, *, tenant_id: UUID, email: str, password_hash: str, role: str) -> dict:
+    try:
+        record = await db.fetch_one(
+            "INSERT INTO users (tenant_id, email, password_hash, role)"
+            " VALUES (:tenant_id, :email, :password_hash, :role)"
+            " RETURNING id, tenant_id, email, role, created_at",
+            {"tenant_id": tenant_id, "email": email, "password_hash": password_hash, "role": role},
+        )
+    except asyncpg.UniqueViolationError:
+        raise EmailTaken(email) from None
+    return as_dict(record)
+
+
+async def find_user_for_login(db: Database, email: str) -> dict | None:
+    record = await db.fetch_one(
+        "SELECT id, tenant_id, email, role, password_hash FROM users WHERE lower(email) = lower(:email)",
+        {"email": email},
+    )
+    return as_dict(record)
+
+
+async def get_user_profile(db: Database, *, tenant_id: UUID, user_id: UUID) -> dict | None:
+    record = await db.fetch_one(
+        "SELECT u.id, u.email, u.role, t.id AS tenant_id, t.name AS tenant_name"
+        " FROM users u JOIN tenants t ON t.id = u.tenant_id"
+        " WHERE u.id = :user_id AND u.tenant_id = :tenant_id",
+        {"user_id": user_id, "tenant_id": tenant_id},
+    )
+    return as_dict(record)

@@ -1,0 +1,1 @@
+"""Background jobs run by the RQ workers: ingestion and maintenance."""

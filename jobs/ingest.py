@@ -1,0 +1,135 @@
+"""The ingestion job: parse an uploaded document, cut it into chunks, embed them and store them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from uuid import UUID
+
+import asyncpg
+import numpy as np
+from pgvector.asyncpg import register_vector
+from rq import get_current_job
+
+from db import ingestion as queries
+from jobs import embedding
+from jobs.chunking import split_into_chunks
+from jobs.parsing import DocumentParseError, extract_text
+from jobs.progress import progress_data, publish_event
+from server.cache import generation_key
+from server.logs import job_id_var
+from server.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+
+class PermanentIngestionError(Exception):
+    """The document can never be ingested as it is; retrying would fail the same way."""
+
+
+def ingest_document(document_id: str, tenant_id: str) -> dict:
+    """RQ entry point. Returns a summary; raises to make RQ retry or fail the job."""
+    job = get_current_job()
+    job_id_var.set(job.id if job else None)
+    try:
+        return asyncio.run(_ingest(job, UUID(document_id), UUID(tenant_id)))
+    except PermanentIngestionError:
+        if job is not None:
+            job.retries_left = 0
+        raise
+
+
+async def _connect() -> asyncpg.Connection:
+    connection = await asyncpg.connect(os.environ["DATABASE_URL"])
+    await register_vector(connection)
+    return connection
+
+
+def _report(job, document_id: UUID, status: str, done: int, total: int) -> None:
+    data = progress_data(status, done, total)
+    if job is not None:
+        job.meta["progress"] = data["progress"]
+        job.save_meta()
+        publish_event(job.connection, str(document_id), "progress", data)
+
+
+async def _ingest(job, document_id: UUID, tenant_id: UUID) -> dict:
+    settings = get_settings()
+    started = time.perf_counter()
+    connection = await _connect()
+    try:
+        document = await queries.load_document_for_ingestion(connection, tenant_id=tenant_id, document_id=document_id)
+        if document is None:
+            logger.info("ingestion skipped reason=document_deleted document_id=%s", document_id)
+            return {"status": "skipped", "chunks": 0}
+
+        await queries.set_status(connection, tenant_id=tenant_id, document_id=document_id, status="processing")
+        _report(job, document_id, "processing", 0, 0)
+
+        try:
+            text = extract_text(bytes(document["data"]), document["content_type"])
+            pieces = split_into_chunks(text, embedding.count_tokens, settings.chunk_tokens,
+                                       settings.chunk_overlap_tokens)
+            if not pieces:
+                raise DocumentParseError("The document contains no extractable text.")
+        except DocumentParseError as error:
+            await _fail(connection, job, tenant_id, document_id, str(error))
+            raise PermanentIngestionError(str(error)) from error
+
+        contents = [piece.content for piece in pieces]
+        vectors = []
+        batch = settings.embedding_batch_size
+        for start in range(0, len(contents), batch):
+            vectors.append(embedding.encode(contents[start:start + batch], batch_size=batch))
+            _report(job, document_id, "processing", min(start + batch, len(contents)), len(contents))
+        embeddings = np.concatenate(vectors)
+
+        stored = await queries.replace_chunks(
+            connection, tenant_id=tenant_id, document_id=document_id, contents=contents,
+            token_counts=[piece.token_count for piece in pieces], embeddings=embeddings,
+        )
+        if not stored:
+            logger.info("ingestion skipped reason=document_deleted document_id=%s", document_id)
+            return {"status": "skipped", "chunks": 0}
+    except (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError, asyncio.TimeoutError):
+        await _fail_if_last_attempt(job, tenant_id, document_id)
+        raise
+    finally:
+        await connection.close()
+
+    seconds = time.perf_counter() - started
+    if job is not None:
+        # After the commit, so a search racing the write can only cache under the old generation.
+        job.connection.incr(generation_key(tenant_id))
+        job.meta["progress"] = 1.0
+        job.save_meta()
+        publish_event(job.connection, str(document_id), "ready", progress_data("ready", len(contents), len(contents)))
+    logger.info("ingestion done document_id=%s chunks=%d seconds=%.2f chunks_per_second=%.1f",
+                document_id, len(contents), seconds, len(contents) / seconds if seconds else 0.0)
+    return {"status": "ready", "chunks": len(contents), "seconds": round(seconds, 3)}
+
+
+async def _fail(connection: asyncpg.Connection, job, tenant_id: UUID, document_id: UUID, reason: str) -> None:
+    await queries.set_status(connection, tenant_id=tenant_id, document_id=document_id, status="failed", error=reason)
+    logger.info("ingestion failed document_id=%s reason=%s", document_id, reason)
+    if job is not None:
+        publish_event(job.connection, str(document_id), "failed", {"status": "failed", "error": reason})
+
+
+async def _fail_if_last_attempt(job, tenant_id: UUID, document_id: UUID) -> None:
+    """After the last retry, record the failure on the document so it never stays `processing`."""
+    if job is not None and job.retries_left:
+        logger.warning("ingestion attempt failed, will retry document_id=%s retries_left=%s",
+                       document_id, job.retries_left)
+        return
+    try:
+        connection = await _connect()
+        try:
+            await _fail(connection, job, tenant_id, document_id,
+                        "Ingestion failed repeatedly because a service was unavailable; upload the document again.")
+        finally:
+            await connection.close()
+    except (OSError, asyncpg.PostgresError):
+        logger.exception("ingestion failure not recorded document_id=%s", document_id)

@@ -1,0 +1,1 @@
+"""HTTP API of the RAG platform: app factory, routes, middleware and settings."""

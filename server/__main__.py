@@ -1,0 +1,48 @@
+"""Run the web server: `python -m server`.
+
+The main process resolves PostgreSQL and Redis (starting the embedded ones when no URL is set),
+applies pending migrations once, checks the connection budget, then starts BACKEND_WORKERS
+Sanic workers, each of which builds the app through the factory and opens its own pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+
+from sanic import Sanic
+from sanic.worker.loader import AppLoader
+
+from db.migrate import apply_migrations
+from server.app import create_app
+from server.database import check_connection_budget
+from server.logs import configure_logging
+from server.services import export_service_urls
+from server.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+
+async def prepare_database(database_url: str, settings, workers: int) -> None:
+    await apply_migrations(database_url)
+    await check_connection_budget(database_url, settings, workers)
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+    database_url, _ = export_service_urls(settings)
+    asyncio.run(prepare_database(database_url, settings, settings.backend_workers))
+
+    loader = AppLoader(factory=partial(create_app, settings))
+    app = loader.load()
+    app.prepare(host=settings.backend_host, port=settings.backend_port, workers=settings.backend_workers,
+                access_log=False, motd=False, single_process=False)
+    logger.info("web start host=%s port=%d workers=%d", settings.backend_host, settings.backend_port,
+                settings.backend_workers)
+    Sanic.serve(primary=app, app_loader=loader)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The Sanic app factory, its per-worker resources and its middleware."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+import uuid
+
+import redis as sync_redis
+import redis.asyncio as aioredis
+from sanic import Request, Sanic
+from sanic.response import HTTPResponse
+
+from jobs import embedding
+from server import auth
+from server.cache import SearchCache
+from server.database import create_database
+from server.errors import install_error_handlers
+from server.jsonenc import dumps
+from server.logs import request_id_var
+from server.routes import auth as auth_routes
+from server.routes import chat, documents, health, jobs, search, users
+from server.services import export_service_urls
+from server.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "ragplatform"
+# An incoming X-Request-ID is echoed only when it looks like an id, so nothing else reaches the logs.
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+# Multipart framing and form fields around the file; the file itself is checked against MAX_UPLOAD_BYTES.
+UPLOAD_OVERHEAD_BYTES = 1024 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Sanic:
+    settings = settings or get_settings()
+    app = Sanic(APP_NAME, dumps=dumps, configure_logging=False)
+    app.config.REQUEST_MAX_SIZE = settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES
+    app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.graceful_shutdown_timeout
+    app.config.FALLBACK_ERROR_FORMAT = "json"
+    app.config.ACCESS_LOG = False
+    app.config.OAS_URL_PREFIX = "/docs"
+    app.config.OAS_UI_DEFAULT = "swagger"
+    app.config.OAS_UI_REDOC = False
+    app.ctx.settings = settings
+
+    for blueprint in (health.blueprint, auth_routes.blueprint, users.blueprint, documents.blueprint,
+                      jobs.blueprint, search.blueprint, chat.blueprint):
+        app.blueprint(blueprint)
+    install_error_handlers(app)
+    app.register_middleware(begin_request, "request")
+    app.register_middleware(finish_request, "response")
+    app.register_listener(open_resources, "before_server_start")
+    app.register_listener(close_resources, "after_server_stop")
+    return app
+
+
+async def open_resources(app: Sanic) -> None:
+    """Open this worker's pools: one PostgreSQL pool and one Redis pool, shared by its requests."""
+    settings = app.ctx.settings
+    database_url = os.environ.get("DATABASE_URL") or settings.database_url
+    redis_url = os.environ.get("REDIS_URL") or settings.redis_url
+    if not database_url or not redis_url:
+        database_url, redis_url = export_service_urls(settings)
+    app.ctx.db = create_database(settings, database_url)
+    await app.ctx.db.connect()
+    app.ctx.redis = aioredis.Redis.from_url(redis_url, max_connections=settings.redis_max_connections)
+    # RQ is synchronous; its calls run in threads with their own small pool.
+    app.ctx.sync_redis = sync_redis.Redis.from_url(redis_url, max_connections=settings.redis_max_connections)
+    app.ctx.search_cache = SearchCache(app.ctx.redis, settings.cache_search_results_ttl, settings.cache_enabled)
+    embedding.load_model(threads=1)
+    embedding.encode(["warm up"])
+    logger.info("worker ready pool_max=%d", settings.db_pool_max)
+
+
+async def close_resources(app: Sanic) -> None:
+    await app.ctx.db.disconnect()
+    await app.ctx.redis.aclose()
+    app.ctx.sync_redis.close()
+
+
+async def begin_request(request: Request) -> None:
+    incoming = request.headers.get("x-request-id", "")
+    request.ctx.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
+    request_id_var.set(request.ctx.request_id)
+    request.ctx.started = time.perf_counter()
+    request.ctx.cache_status = None
+    auth.authenticate(request)
+
+
+async def finish_request(request: Request, response: HTTPResponse) -> None:
+    request_id = getattr(request.ctx, "request_id", None) or uuid.uuid4().hex
+    response.headers["X-Request-ID"] = request_id
+    if getattr(request.ctx, "cache_status", None):
+        response.headers["X-Cache"] = request.ctx.cache_status
+    started = getattr(request.ctx, "started", None)
+    caller = getattr(request.ctx, "principal", None)
+    route = request.route.path if request.route else "unmatched"
+    logger.info("request done method=%s route=/%s status=%s duration_ms=%.1f user_id=%s",
+                request.method, route.lstrip("/"), response.status,
+                (time.perf_counter() - started) * 1000 if started else -1.0, caller.user_id if caller else "-")

@@ -1,0 +1,133 @@
+"""Bring up the whole platform on one machine and run the demo: `python -m server.launch`.
+
+It starts the embedded PostgreSQL and Redis (unless DATABASE_URL and REDIS_URL are set), applies
+the migrations once, starts every process of the Procfile with its output in DATA_DIR/logs,
+waits until the API is ready, runs the demo, and keeps serving until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from db.migrate import apply_migrations
+from server.logs import configure_logging
+from server.services import export_service_urls
+from server.settings import get_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_SECONDS = 300
+
+
+def read_procfile(path: Path) -> dict[str, str]:
+    processes = {}
+    for line in path.read_text().splitlines():
+        name, separator, command = line.partition(":")
+        if separator and name.strip() and not name.startswith("#"):
+            processes[name.strip()] = command.strip()
+    return processes
+
+
+def start_processes(processes: dict[str, str], log_dir: Path) -> dict[str, subprocess.Popen]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started = {}
+    for name, command in processes.items():
+        argv = shlex.split(command)
+        if argv[0] == "python":
+            argv[0] = sys.executable
+        log = open(log_dir / f"{name}.log", "ab")
+        started[name] = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        print(f"started {name}: {command} (log: {log_dir / (name + '.log')})")
+    return started
+
+
+def stop_processes(started: dict[str, subprocess.Popen], timeout: float) -> None:
+    for process in started.values():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for name, process in started.items():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        print(f"stopped {name}")
+
+
+def wait_until_ready(url: str, started: dict[str, subprocess.Popen]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        for name, process in started.items():
+            if process.poll() is not None:
+                raise SystemExit(f"{name} exited with status {process.returncode}; see its log.")
+        try:
+            response = httpx.get(f"{url}/health/ready", timeout=2)
+            if response.status_code == 200 and response.json()["checks"]["queue"].get("workers"):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"The platform was not ready within {READY_TIMEOUT_SECONDS} s.")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def watch(started: dict[str, subprocess.Popen]) -> None:
+    """Block until interrupted, or until a process exits on its own."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    while True:
+        for name, process in started.items():
+            if process.poll() is not None:
+                raise SystemExit(f"{name} exited with status {process.returncode}; see its log.")
+        time.sleep(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-demo", action="store_true", help="start the platform without running the demo")
+    parser.add_argument("--demo-modules", type=int, default=None,
+                        help="number of standard-library modules the demo ingests (default: all that render)")
+    parser.add_argument("--exit-after-demo", action="store_true", help="stop the platform when the demo ends")
+    args = parser.parse_args()
+
+    settings = get_settings()
+    configure_logging(settings)
+    os.environ.setdefault("BACKEND_WORKERS", "2")
+    database_url, redis_url = export_service_urls(settings)
+    print(f"PostgreSQL: {database_url.split('@')[-1]}  Redis: {redis_url.split('@')[-1]}")
+    asyncio.run(apply_migrations(database_url))
+
+    started = start_processes(read_procfile(ROOT / "Procfile"), Path(settings.data_dir) / "logs")
+    url = f"http://127.0.0.1:{settings.backend_port}"
+    status = 0
+    try:
+        wait_until_ready(url, started)
+        print(f"API ready at {url} (OpenAPI at {url}/docs); dashboard at http://127.0.0.1:9181")
+        if not args.no_demo:
+            from server.demo.client import run_demo
+
+            demo_args = {} if args.demo_modules is None else {"modules": args.demo_modules}
+            status = run_demo(url, **demo_args)
+        if not args.exit_after_demo:
+            print("The platform keeps running; press Ctrl-C to stop it.")
+            watch(started)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_processes(started, settings.graceful_shutdown_timeout + 5)
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

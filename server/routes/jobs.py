@@ -1,0 +1,72 @@
+"""GET /jobs/{id}: the state of a background job, for the tenant that started it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from sanic import Blueprint, Request
+from sanic.response import json
+
+from server.auth import principal
+from server.errors import NotFound
+
+blueprint = Blueprint("jobs", url_prefix="/jobs")
+
+# Used for the estimated start of a queued job until real durations are measured.
+ASSUMED_JOB_SECONDS = 10.0
+
+
+def _read_job(redis, job_id: str) -> dict | None:
+    try:
+        job = Job.fetch(job_id, connection=redis)
+    except NoSuchJobError:
+        return None
+    status = job.get_status(refresh=False)
+    body = {
+        "id": job.id,
+        "kind": job.meta.get("kind", "job"),
+        "status": status.value if status else "failed",
+        "progress": 1.0 if status and status.value == "finished" else float(job.meta.get("progress", 0.0)),
+        "attempts": _attempts(job),
+        "error": _error(job) if status and status.value == "failed" else None,
+        "document_id": job.meta.get("document_id"),
+        "tenant_id": job.meta.get("tenant_id"),
+        "enqueued_at": job.enqueued_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+    }
+    if body["status"] == "queued":
+        position = job.get_position()
+        body["queue_position"] = position
+        if position is not None:
+            body["estimated_start"] = datetime.now(timezone.utc) + timedelta(seconds=position * ASSUMED_JOB_SECONDS)
+    return body
+
+
+def _attempts(job: Job) -> int:
+    total = len(job.retry_intervals or []) if job.retry_intervals else 0
+    if job.retries_left is None:
+        return 1 if job.started_at else 0
+    return total - job.retries_left + (1 if job.started_at else 0)
+
+
+def _error(job: Job) -> str:
+    """The last line of the failure, which names the exception; never the whole traceback."""
+    result = job.latest_result()
+    text = (result.exc_string if result is not None else None) or ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else "The job failed."
+
+
+@blueprint.get("/<job_id:str>")
+async def get_job(request: Request, job_id: str):
+    caller = principal(request)
+    if len(job_id) > 100:
+        raise NotFound("No job with this id.")
+    body = await asyncio.to_thread(_read_job, request.app.ctx.sync_redis, job_id)
+    if body is None or body.pop("tenant_id") != str(caller.tenant_id):
+        raise NotFound("No job with this id.")
+    return json(body)

@@ -1,0 +1,67 @@
+"""POST /search."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+from sanic import Blueprint, Request
+from sanic.response import json
+
+from server.auth import principal
+from server.search import SearchRequest, elapsed_ms, search
+from server.validation import parse_body
+
+blueprint = Blueprint("search", url_prefix="/search", strict_slashes=False)
+
+MAX_QUERY_CHARS = 2000
+
+
+class SearchBody(BaseModel):
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    limit: int = Field(10, ge=1, le=50)
+    mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
+    document_ids: list[str] | None = Field(None, max_length=100)
+    metadata: dict | None = None
+
+
+def parse_ids(raw: list[str] | None) -> list[UUID] | None:
+    """Parse document ids; an id that is not a UUID can match no document, so it is dropped."""
+    if raw is None:
+        return None
+    ids = []
+    for value in raw:
+        try:
+            ids.append(UUID(value))
+        except ValueError:
+            continue
+    return ids
+
+
+def hit_body(rank: int, hit: dict) -> dict:
+    return {"rank": rank, "score": round(float(hit["score"]), 6), "chunk_id": hit["chunk_id"],
+            "document_id": hit["document_id"], "document_title": hit["document_title"], "content": hit["content"]}
+
+
+@blueprint.post("/")
+async def search_chunks(request: Request):
+    started = time.perf_counter()
+    caller = principal(request)
+    body = parse_body(request, SearchBody)
+    search_request = SearchRequest(
+        tenant_id=caller.tenant_id, query=body.query.strip() or body.query, limit=body.limit, mode=body.mode,
+        document_ids=parse_ids(body.document_ids), metadata=body.metadata,
+    )
+    cache = request.app.ctx.search_cache
+    cached, key = await cache.get(caller.tenant_id, body.model_dump())
+    if cached is not None:
+        request.ctx.cache_status = "hit"
+        return json({"results": cached["results"], "took_ms": elapsed_ms(started), "cached": True})
+
+    hits = await search(request.app.ctx.db, search_request)
+    results = [hit_body(rank, hit) for rank, hit in enumerate(hits, start=1)]
+    await cache.put(key, {"results": results})
+    request.ctx.cache_status = "miss"
+    return json({"results": results, "took_ms": elapsed_ms(started), "cached": False})

@@ -1,0 +1,183 @@
+"""Fixtures: real PostgreSQL and Redis, a live multi-worker server and a real RQ worker.
+
+The embedded servers run under var/test, apart from the development data in var/. Each test
+starts from empty tables and an empty cache, so no test sees another's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import redis
+
+from db import embedded
+from db.migrate import apply_migrations
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_DATA_DIR = ROOT / "var" / "test"
+LOG_DIR = TEST_DATA_DIR / "logs"
+STARTUP_TIMEOUT_SECONDS = 180
+TEST_MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+# Redis keys that belong to tests' data; RQ's worker registrations are kept.
+VOLATILE_KEY_PATTERNS = ("cache:*", "document:*", "rq:job:*", "rq:queue:*", "rq:results:*", "rq:wip:*",
+                         "rq:finished:*", "rq:failed:*", "rq:scheduled:*", "rq:deferred:*", "rq:canceled:*")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def service_urls() -> dict:
+    database_url = os.environ.get("TEST_DATABASE_URL") or embedded.ensure_postgres(TEST_DATA_DIR)
+    redis_url = os.environ.get("TEST_REDIS_URL") or embedded.ensure_redis(TEST_DATA_DIR)
+    asyncio.run(apply_migrations(database_url))
+    return {"database_url": database_url, "redis_url": redis_url}
+
+
+@pytest.fixture(scope="session")
+def server_env(service_urls) -> dict:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "REDIS_"))}
+    env.update({
+        "DATABASE_URL": service_urls["database_url"],
+        "REDIS_URL": service_urls["redis_url"],
+        "ENVIRONMENT": "test",
+        "JWT_SECRET": "test-secret-" + uuid.uuid4().hex,
+        "MAX_UPLOAD_BYTES": str(TEST_MAX_UPLOAD_BYTES),
+        "DATA_DIR": str(TEST_DATA_DIR),
+        "LOG_LEVEL": "INFO",
+        "PYTHONPATH": str(ROOT),
+    })
+    return env
+
+
+def _start(name: str, args: list[str], env: dict) -> subprocess.Popen:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = open(LOG_DIR / f"{name}.log", "ab")
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait()
+
+
+def wait_until_ready(base_url: str, process: subprocess.Popen, timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}; see {LOG_DIR}/web.log")
+        try:
+            if httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server not ready within {timeout} s; see {LOG_DIR}")
+
+
+@pytest.fixture(scope="session")
+def live_server(server_env) -> str:
+    """Base URL of `python -m server` with two workers on a free loopback port."""
+    port = _free_port()
+    env = {**server_env, "BACKEND_HOST": "127.0.0.1", "BACKEND_PORT": str(port), "BACKEND_WORKERS": "2"}
+    process = _start("web", ["-m", "server"], env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base_url, process)
+        yield base_url
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="session")
+def rq_worker(server_env) -> subprocess.Popen:
+    """A real RQ worker process on the ingestion, default and maintenance queues."""
+    process = _start("worker", ["-m", "jobs.worker"], server_env)
+    yield process
+    _stop(process)
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request):
+    """Empty every table and the test keys in Redis before each test that touches them."""
+    if not {"service_urls", "live_server", "api", "db_url"} & set(request.fixturenames):
+        yield
+        return
+    service_urls = request.getfixturevalue("service_urls")
+
+    async def truncate() -> None:
+        connection = await asyncpg.connect(service_urls["database_url"])
+        try:
+            await connection.execute("TRUNCATE tenants CASCADE")
+        finally:
+            await connection.close()
+
+    asyncio.run(truncate())
+    client = redis.Redis.from_url(service_urls["redis_url"])
+    for pattern in VOLATILE_KEY_PATTERNS:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    client.close()
+    yield
+
+
+@pytest.fixture
+def db_url(service_urls) -> str:
+    return service_urls["database_url"]
+
+
+class Api:
+    """An HTTP client of the live server with helpers to make tenants and wait for ingestion."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.http = httpx.Client(base_url=base_url, timeout=60)
+
+    def register(self, tenant: str | None = None, password: str = "correct-horse-battery") -> dict:
+        email = f"user-{uuid.uuid4().hex[:12]}@example.com"
+        response = self.http.post("/auth/register", json={"tenant": tenant or f"Tenant {email}", "email": email,
+                                                          "password": password})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return {**body, "email": email, "password": password,
+                "headers": {"Authorization": f"Bearer {body['access_token']}"}}
+
+    def upload_text(self, user: dict, title: str, text: str, metadata: dict | None = None) -> httpx.Response:
+        return self.http.post("/documents", headers=user["headers"],
+                              json={"title": title, "text": text, "metadata": metadata or {}})
+
+    def wait_for_document(self, user: dict, document_id: str, timeout: float = 240) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            document = self.http.get(f"/documents/{document_id}", headers=user["headers"]).json()
+            if document["status"] in ("ready", "failed"):
+                return document
+            time.sleep(0.3)
+        raise AssertionError(f"document {document_id} not ingested within {timeout} s")
+
+
+@pytest.fixture
+def api(live_server) -> Api:
+    client = Api(live_server)
+    yield client
+    client.http.close()

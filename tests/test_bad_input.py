@@ -1,0 +1,128 @@
+"""Bad input answers with the documented status and error body, and changes nothing."""
+
+import pytest
+
+
+def _assert_error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    return error
+
+
+def _document_count(api, user) -> int:
+    return len(api.http.get("/documents", headers=user["headers"]).json()["items"])
+
+
+def test_malformed_json_is_bad_request(api):
+    user = api.register()
+    response = api.http.post("/search", headers={**user["headers"], "Content-Type": "application/json"},
+                             content=b'{"query": "unterminated')
+    _assert_error(response, 400, "bad_request")
+
+
+def test_wrong_type_is_unprocessable_with_details(api):
+    user = api.register()
+    response = api.http.post("/search", headers=user["headers"], json={"query": "argparse", "limit": "ten"})
+    error = _assert_error(response, 422, "validation_failed")
+    assert error["details"][0]["field"] == "limit"
+
+
+def test_json_array_body_is_unprocessable(api):
+    user = api.register()
+    response = api.http.post("/chat", headers=user["headers"], json=["not", "an", "object"])
+    _assert_error(response, 422, "validation_failed")
+
+
+def test_limit_out_of_range_is_unprocessable(api):
+    user = api.register()
+    response = api.http.post("/search", headers=user["headers"], json={"query": "x", "limit": 51})
+    _assert_error(response, 422, "validation_failed")
+
+
+def test_oversized_upload_is_rejected_and_stores_nothing(api, server_env):
+    user = api.register()
+    size = int(server_env["MAX_UPLOAD_BYTES"]) + 1
+    response = api.http.post("/documents", headers=user["headers"],
+                             files={"file": ("big.txt", b"a" * size, "text/plain")})
+    _assert_error(response, 413, "payload_too_large")
+    assert _document_count(api, user) == 0
+
+
+def test_body_beyond_server_limit_is_rejected(api, server_env):
+    user = api.register()
+    size = int(server_env["MAX_UPLOAD_BYTES"]) + 2 * 1024 * 1024
+    response = api.http.post("/documents", headers=user["headers"],
+                             files={"file": ("huge.txt", b"a" * size, "text/plain")})
+    _assert_error(response, 413, "payload_too_large")
+    assert api.http.get("/health").status_code == 200
+
+
+def test_unsupported_type_is_rejected_and_stores_nothing(api):
+    user = api.register()
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+    response = api.http.post("/documents", headers=user["headers"],
+                             files={"file": ("picture.txt", png, "text/plain")})
+    _assert_error(response, 415, "unsupported_media_type")
+    assert _document_count(api, user) == 0
+
+
+def test_empty_file_is_rejected_and_stores_nothing(api):
+    user = api.register()
+    response = api.http.post("/documents", headers=user["headers"], files={"file": ("empty.txt", b"", "text/plain")})
+    _assert_error(response, 422, "validation_failed")
+    assert _document_count(api, user) == 0
+
+
+def test_upload_with_other_content_type_is_unsupported(api):
+    user = api.register()
+    response = api.http.post("/documents", headers={**user["headers"], "Content-Type": "application/xml"},
+                             content=b"<a/>")
+    _assert_error(response, 415, "unsupported_media_type")
+
+
+def test_metadata_that_is_not_an_object_is_rejected(api):
+    user = api.register()
+    response = api.http.post("/documents", headers=user["headers"],
+                             files={"file": ("a.txt", b"some text here", "text/plain")},
+                             data={"metadata": "[1, 2]"})
+    _assert_error(response, 422, "validation_failed")
+    assert _document_count(api, user) == 0
+
+
+@pytest.mark.parametrize("session_id", ["has space", "x" * 129, "semi;colon", ""])
+def test_invalid_session_id_is_rejected(api, session_id):
+    user = api.register()
+    response = api.http.post("/chat", headers=user["headers"], json={"message": "hi", "session_id": session_id})
+    _assert_error(response, 422, "validation_failed")
+
+
+def test_unknown_route_is_not_found_json(api):
+    response = api.http.get("/no-such-route")
+    _assert_error(response, 404, "not_found")
+
+
+def test_malformed_document_id_is_not_found(api):
+    user = api.register()
+    response = api.http.get("/documents/not-a-uuid", headers=user["headers"])
+    _assert_error(response, 404, "not_found")
+
+
+def test_invalid_cursor_is_unprocessable(api):
+    user = api.register()
+    response = api.http.get("/documents?cursor=%%%garbage", headers=user["headers"])
+    _assert_error(response, 422, "validation_failed")
+
+
+def test_request_id_is_echoed_when_well_formed(api):
+    response = api.http.get("/health", headers={"X-Request-ID": "client-id-12345"})
+    assert response.headers["x-request-id"] == "client-id-12345"
+
+
+def test_request_id_is_replaced_when_malformed(api):
+    response = api.http.get("/health", headers={"X-Request-ID": "bad id\twith tabs"})
+    assert response.headers["x-request-id"] != "bad id\twith tabs"
+    assert len(response.headers["x-request-id"]) >= 8

@@ -1,0 +1,61 @@
+"""Settings: defaults of the API contract, and invalid values that stop the start."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.settings import Settings, SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_match_the_contract(monkeypatch):
+    for name in ("BACKEND_PORT", "RATE_LIMIT_PER_MINUTE", "MAX_UPLOAD_BYTES", "LLM_PROVIDER"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=None)
+    assert settings.backend_host == "0.0.0.0"
+    assert settings.backend_port == 8000
+    assert settings.rate_limit_per_minute == 60
+    assert settings.rate_limit_per_hour == 1000
+    assert settings.max_upload_bytes == 20 * 1024 * 1024
+    assert settings.sse_heartbeat_seconds == 15
+    assert settings.graceful_shutdown_timeout == 30
+    assert settings.max_concurrent_streams == 4
+    assert settings.llm_provider == "extractive"
+
+
+def test_invalid_value_names_the_variable(monkeypatch):
+    monkeypatch.setenv("BACKEND_PORT", "eighty")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "BACKEND_PORT" in str(raised.value)
+    assert "eighty" in str(raised.value)
+
+
+def test_secret_values_are_not_echoed(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "12")
+    monkeypatch.setenv("BACKEND_WORKERS", "0")
+    monkeypatch.setenv("LLM_API_KEY", "sk-very-secret")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "BACKEND_WORKERS" in str(raised.value)
+    assert "sk-very-secret" not in str(raised.value)
+
+
+def test_placeholder_jwt_secret_is_refused_in_production(monkeypatch):
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "JWT_SECRET" in str(raised.value)
+
+
+def test_server_start_stops_on_invalid_value(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "server"], capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "BACKEND_WORKERS": "many", "DATA_DIR": str(tmp_path)},
+                            cwd=ROOT)
+    assert result.returncode != 0
+    assert "BACKEND_WORKERS" in result.stderr
+    assert "Traceback" not in result.stderr
