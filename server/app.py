@@ -13,15 +13,15 @@ import redis.asyncio as aioredis
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 
-from jobs import embedding
 from server import auth
 from server.cache import SearchCache
 from server.database import create_database
 from server.errors import install_error_handlers
 from server.jsonenc import dumps
-from server.logs import request_id_var
+from server.logs import configure_logging, request_id_var
 from server.routes import auth as auth_routes
 from server.routes import chat, documents, health, jobs, search, users
+from server.search import start_model_loading
 from server.services import export_service_urls
 from server.settings import Settings, get_settings
 
@@ -36,6 +36,7 @@ UPLOAD_OVERHEAD_BYTES = 1024 * 1024
 
 def create_app(settings: Settings | None = None) -> Sanic:
     settings = settings or get_settings()
+    configure_logging(settings)
     app = Sanic(APP_NAME, dumps=dumps, configure_logging=False)
     app.config.REQUEST_MAX_SIZE = settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.graceful_shutdown_timeout
@@ -70,8 +71,9 @@ async def open_resources(app: Sanic) -> None:
     # RQ is synchronous; its calls run in threads with their own small pool.
     app.ctx.sync_redis = sync_redis.Redis.from_url(redis_url, max_connections=settings.redis_max_connections)
     app.ctx.search_cache = SearchCache(app.ctx.redis, settings.cache_search_results_ttl, settings.cache_enabled)
-    embedding.load_model(threads=1)
-    embedding.encode(["warm up"])
+    # Loading takes seconds; doing it in the background lets the worker acknowledge its start to
+    # Sanic's manager in time. Query encodes queue behind it on the same thread.
+    start_model_loading()
     logger.info("worker ready pool_max=%d", settings.db_pool_max)
 
 

@@ -53,7 +53,8 @@ def start_processes(processes: dict[str, str], log_dir: Path) -> dict[str, subpr
 def stop_processes(started: dict[str, subprocess.Popen], timeout: float) -> None:
     for process in started.values():
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            # Only the main process gets SIGTERM; it shuts its own children down gracefully.
+            process.terminate()
     deadline = time.monotonic() + timeout
     for name, process in started.items():
         try:

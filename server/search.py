@@ -37,6 +37,16 @@ class SearchRequest:
     metadata: dict | None = None
 
 
+def _load_and_warm_up() -> None:
+    embedding.load_model(threads=1)
+    embedding.encode(["warm up"])
+
+
+def start_model_loading() -> None:
+    """Load the model on the encoder thread; encodes submitted meanwhile wait behind it."""
+    _encoder.submit(_load_and_warm_up)
+
+
 async def embed_query(text: str) -> np.ndarray:
     loop = asyncio.get_running_loop()
     vectors = await loop.run_in_executor(_encoder, embedding.encode, [text])

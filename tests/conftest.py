@@ -72,7 +72,8 @@ def _start(name: str, args: list[str], env: dict) -> subprocess.Popen:
 
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
-        os.killpg(process.pid, 15)
+        # Only the main process gets SIGTERM; it shuts its own children down gracefully.
+        process.terminate()
         try:
             process.wait(timeout=40)
         except subprocess.TimeoutExpired:

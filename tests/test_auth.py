@@ -72,7 +72,7 @@ def test_tampered_token_is_unauthorized(api):
 def test_token_signed_with_another_secret_is_unauthorized(api):
     user = api.register()
     claims = {"sub": user["user_id"], "tid": user["tenant_id"], "role": "admin", "exp": int(time.time()) + 60}
-    forged = jwt.encode(claims, "not-the-server-secret", algorithm="HS256")
+    forged = jwt.encode(claims, "not-the-server-secret-but-long-enough-for-hs256", algorithm="HS256")
     response = api.http.get("/users/me", headers={"Authorization": f"Bearer {forged}"})
     assert response.status_code == 401
 

@@ -101,7 +101,8 @@ def test_invalid_session_id_is_rejected(api, session_id):
 
 
 def test_unknown_route_is_not_found_json(api):
-    response = api.http.get("/no-such-route")
+    user = api.register()
+    response = api.http.get("/no-such-route", headers=user["headers"])
     _assert_error(response, 404, "not_found")
 
 

@@ -8,6 +8,7 @@ import logging
 from sanic import Blueprint, Request
 from sanic.response import json
 
+from jobs import embedding
 from jobs.queues import WORKER_QUEUES
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ async def _check_redis(request: Request) -> dict:
     return {"status": "ok"}
 
 
+async def _check_model(request: Request) -> dict:
+    return {"status": "ok" if embedding.is_loaded() else "loading"}
+
+
 async def _check_queue(request: Request) -> dict:
     redis = request.app.ctx.redis
     depths = {name: await redis.llen(f"rq:queue:{name}") for name in WORKER_QUEUES}
@@ -53,6 +58,7 @@ async def ready(request: Request):
         "database": await _run(_check_database, request),
         "redis": await _run(_check_redis, request),
         "queue": await _run(_check_queue, request),
+        "model": await _run(_check_model, request),
     }
-    healthy = checks["database"]["status"] == "ok" and checks["redis"]["status"] == "ok"
+    healthy = all(checks[name]["status"] == "ok" for name in ("database", "redis", "model"))
     return json({"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503)

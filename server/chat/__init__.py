@@ -1,0 +1,1 @@
+"""Chat answers built from search hits, with citations."""

@@ -1,0 +1,1 @@
+"""Demo that ingests the Python standard library documentation through the HTTP API."""
