@@ -11,7 +11,7 @@ import numpy as np
 async def load_document_for_ingestion(connection: asyncpg.Connection, *, tenant_id: UUID,
                                       document_id: UUID) -> asyncpg.Record | None:
     return await connection.fetchrow(
-        "SELECT d.id, d.content_type, d.status, c.data FROM documents d"
+        "SELECT d.id, d.title, d.content_type, d.status, c.data FROM documents d"
         " JOIN document_contents c ON c.document_id = d.id"
         " WHERE d.id = $1 AND d.tenant_id = $2",
         document_id, tenant_id,

@@ -63,4 +63,5 @@ def encode(texts: list[str], batch_size: int = 32) -> np.ndarray:
 
 def count_tokens(text: str) -> int:
     """Count the model's word pieces in `text`, without the [CLS] and [SEP] markers."""
-    return len(load_model().tokenizer(text, add_special_tokens=False)["input_ids"])
+    # verbose=False: counting a text longer than the model's 256-token window is expected here.
+    return len(load_model().tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])

@@ -16,13 +16,16 @@ from rq import get_current_job
 from db import ingestion as queries
 from jobs import embedding
 from jobs.chunking import split_into_chunks
-from jobs.parsing import DocumentParseError, extract_text
+from jobs.parsing import NO_TEXT_MESSAGE, DocumentParseError, extract_text
 from jobs.progress import progress_data, publish_event
 from server.cache import generation_key
 from server.logs import job_id_var
 from server.settings import get_settings
 
 logger = logging.getLogger(__name__)
+
+# A chunk of CHUNK_TOKENS plus a title this long stays inside the model's 256-token window.
+MAX_TITLE_CHARS_EMBEDDED = 120
 
 
 class PermanentIngestionError(Exception):
@@ -73,16 +76,20 @@ async def _ingest(job, document_id: UUID, tenant_id: UUID) -> dict:
             pieces = split_into_chunks(text, embedding.count_tokens, settings.chunk_tokens,
                                        settings.chunk_overlap_tokens)
             if not pieces:
-                raise DocumentParseError("The document contains no extractable text.")
+                raise DocumentParseError(NO_TEXT_MESSAGE)
         except DocumentParseError as error:
             await _fail(connection, job, tenant_id, document_id, str(error))
             raise PermanentIngestionError(str(error)) from error
 
         contents = [piece.content for piece in pieces]
+        # Each chunk is embedded under its document's title, so a chunk deep inside a document
+        # still carries what the document is about; the stored content stays the chunk alone.
+        title = document["title"][:MAX_TITLE_CHARS_EMBEDDED]
+        titled = [f"{title}\n\n{content}" for content in contents]
         vectors = []
         batch = settings.embedding_batch_size
-        for start in range(0, len(contents), batch):
-            vectors.append(embedding.encode(contents[start:start + batch], batch_size=batch))
+        for start in range(0, len(titled), batch):
+            vectors.append(embedding.encode(titled[start:start + batch], batch_size=batch))
             _report(job, document_id, "processing", min(start + batch, len(contents)), len(contents))
         embeddings = np.concatenate(vectors)
 

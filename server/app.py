@@ -12,6 +12,7 @@ import redis as sync_redis
 import redis.asyncio as aioredis
 from sanic import Request, Sanic
 from sanic.response import HTTPResponse
+from sanic_ext import Extend
 
 from server import auth
 from server.cache import SearchCache
@@ -20,7 +21,7 @@ from server.errors import install_error_handlers
 from server.jsonenc import dumps
 from server.logs import configure_logging, request_id_var
 from server.routes import auth as auth_routes
-from server.routes import chat, documents, health, jobs, search, users
+from server.routes import chat, docs, documents, health, jobs, search, users
 from server.search import start_model_loading
 from server.services import export_service_urls
 from server.settings import Settings, get_settings
@@ -46,8 +47,12 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.config.OAS_UI_DEFAULT = "swagger"
     app.config.OAS_UI_REDOC = False
     app.ctx.settings = settings
+    Extend(app)
+    app.ext.openapi.describe("ragplatform", version="0.1.0",
+                             description="Upload documents, search them and chat with cited answers.")
+    app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
 
-    for blueprint in (health.blueprint, auth_routes.blueprint, users.blueprint, documents.blueprint,
+    for blueprint in (docs.blueprint, health.blueprint, auth_routes.blueprint, users.blueprint, documents.blueprint,
                       jobs.blueprint, search.blueprint, chat.blueprint):
         app.blueprint(blueprint)
     install_error_handlers(app)

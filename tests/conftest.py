@@ -117,13 +117,8 @@ def rq_worker(server_env) -> subprocess.Popen:
     _stop(process)
 
 
-@pytest.fixture(autouse=True)
-def clean_state(request):
-    """Empty every table and the test keys in Redis before each test that touches them."""
-    if not {"service_urls", "live_server", "api", "db_url"} & set(request.fixturenames):
-        yield
-        return
-    service_urls = request.getfixturevalue("service_urls")
+def reset_state(service_urls: dict) -> None:
+    """Empty every table, and delete the Redis keys of tests' data."""
 
     async def truncate() -> None:
         connection = await asyncpg.connect(service_urls["database_url"])
@@ -139,6 +134,18 @@ def clean_state(request):
         if keys:
             client.delete(*keys)
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def clean_state(request):
+    """Start each test that touches the data services from empty tables.
+
+    Tests marked `shared_data` read data that a module-scoped fixture ingested once (and reset
+    the state itself before doing so).
+    """
+    touches_data = {"service_urls", "live_server", "api", "db_url"} & set(request.fixturenames)
+    if touches_data and request.node.get_closest_marker("shared_data") is None:
+        reset_state(request.getfixturevalue("service_urls"))
     yield
 
 
@@ -179,6 +186,15 @@ class Api:
 
 @pytest.fixture
 def api(live_server) -> Api:
+    client = Api(live_server)
+    yield client
+    client.http.close()
+
+
+@pytest.fixture(scope="module")
+def module_api(live_server, service_urls) -> Api:
+    """An Api for a module of `shared_data` tests; the state is reset once, before the module."""
+    reset_state(service_urls)
     client = Api(live_server)
     yield client
     client.http.close()

@@ -174,10 +174,11 @@ def render_stdlib_docs(
     progress: bool = False,
     workers: int | None = None,
     timeout: float = RENDER_TIMEOUT_SECONDS,
+    only: list[str] | None = None,
 ) -> list[ModuleDoc]:
     """Render standard library modules in sorted order, skipping those that fail to import.
 
-    With max_modules set, the result is the first max_modules modules that render. Raises
+    With `only` set, just those of the demo's modules are rendered. With max_modules set, the result is the first max_modules modules that render. Raises
     CorpusError when fewer than min_modules render. `workers` is the number of renderers run
     in parallel (default: the CPU count, at most 4) and `timeout` the seconds allowed for
     importing and rendering one module.
@@ -194,6 +195,8 @@ def render_stdlib_docs(
         raise ValueError(f"timeout must be more than 0 seconds, got {timeout}")
 
     names = list_stdlib_modules()
+    if only is not None:
+        names = [name for name in names if name in set(only)]
     documents: list[ModuleDoc] = []
     skipped: dict[str, str] = {}
     stop = threading.Event()

@@ -7,6 +7,7 @@ import uuid
 
 from pydantic import BaseModel, Field
 from sanic import Blueprint, Request
+from sanic_ext.extensions.openapi import openapi
 from sanic.response import json
 
 from db import chat as queries
@@ -42,6 +43,8 @@ def wants_stream(request: Request, body: ChatBody) -> bool:
 
 
 @blueprint.post("/")
+@openapi.secured("token")
+@openapi.body({"application/json": ChatBody})
 async def chat(request: Request):
     caller = principal(request)
     body = parse_body(request, ChatBody)
@@ -92,6 +95,7 @@ async def _stream_reply(request: Request, reply: dict):
 
 
 @blueprint.get("/sessions")
+@openapi.secured("token")
 async def list_sessions(request: Request):
     caller = principal(request)
     limit = parse_limit(request)
@@ -104,6 +108,7 @@ async def list_sessions(request: Request):
 
 
 @blueprint.get("/sessions/<session_id:str>/messages")
+@openapi.secured("token")
 async def list_messages(request: Request, session_id: str):
     caller = principal(request)
     limit = parse_limit(request)

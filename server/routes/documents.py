@@ -11,6 +11,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 from sanic import Blueprint, Request
+from sanic_ext.extensions.openapi import openapi
 from sanic.response import empty, json
 
 from db import documents as queries
@@ -86,6 +87,8 @@ def read_upload(request: Request) -> tuple[bytes, str | None, str | None, dict]:
 
 
 @blueprint.post("/")
+@openapi.secured("token")
+@openapi.body({"application/json": JsonUpload})
 async def upload_document(request: Request):
     caller = principal(request)
     settings = request.app.ctx.settings
@@ -127,6 +130,7 @@ async def upload_document(request: Request):
 
 
 @blueprint.get("/")
+@openapi.secured("token")
 async def list_documents(request: Request):
     caller = principal(request)
     limit = parse_limit(request)
@@ -142,6 +146,7 @@ async def list_documents(request: Request):
 
 
 @blueprint.get("/<document_id:str>")
+@openapi.secured("token")
 async def get_document(request: Request, document_id: str):
     caller = principal(request)
     row = await queries.get_document(request.app.ctx.db, tenant_id=caller.tenant_id,
@@ -152,6 +157,7 @@ async def get_document(request: Request, document_id: str):
 
 
 @blueprint.delete("/<document_id:str>")
+@openapi.secured("token")
 async def delete_document(request: Request, document_id: str):
     caller = principal(request)
     deleted = await queries.delete_document(request.app.ctx.db, tenant_id=caller.tenant_id,
@@ -172,6 +178,7 @@ def _state_event(row: dict) -> tuple[str, dict]:
 
 
 @blueprint.get("/<document_id:str>/events")
+@openapi.secured("token")
 async def document_events(request: Request, document_id: str):
     """Stream `progress` events, then one `ready` or `failed` event, then end."""
     caller = principal(request)

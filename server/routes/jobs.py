@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from sanic import Blueprint, Request
+from sanic_ext.extensions.openapi import openapi
 from sanic.response import json
 
 from server.auth import principal
@@ -62,6 +63,7 @@ def _error(job: Job) -> str:
 
 
 @blueprint.get("/<job_id:str>")
+@openapi.secured("token")
 async def get_job(request: Request, job_id: str):
     caller = principal(request)
     if len(job_id) > 100:

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 from sanic import Blueprint, Request
+from sanic_ext.extensions.openapi import openapi
 from sanic.response import json
 
 from db import users as queries
@@ -27,6 +28,7 @@ class CreateUserBody(BaseModel):
 
 
 @blueprint.get("/me")
+@openapi.secured("token")
 async def me(request: Request):
     caller = principal(request)
     profile = await queries.get_user_profile(request.app.ctx.db, tenant_id=caller.tenant_id, user_id=caller.user_id)
@@ -37,6 +39,8 @@ async def me(request: Request):
 
 
 @blueprint.post("/")
+@openapi.secured("token")
+@openapi.body({"application/json": CreateUserBody})
 async def create_user(request: Request):
     caller = principal(request)
     if caller.role != "admin":
