@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 import numpy as np
 from pgvector.asyncpg import register_vector
+from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import get_current_job
 
 from db import ingestion as queries
@@ -24,6 +25,10 @@ from server.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
+# Failures that a later attempt may not meet: lost or refused connections and timeouts.
+TRANSIENT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, RedisConnectionError)
+
 # A chunk of CHUNK_TOKENS plus a title this long stays inside the model's 256-token window.
 MAX_TITLE_CHARS_EMBEDDED = 120
 
@@ -36,6 +41,9 @@ def ingest_document(document_id: str, tenant_id: str) -> dict:
     """RQ entry point. Returns a summary; raises to make RQ retry or fail the job."""
     job = get_current_job()
     job_id_var.set(job.id if job else None)
+    if job is not None:
+        job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
+        job.save_meta()
     try:
         return asyncio.run(_ingest(job, UUID(document_id), UUID(tenant_id)))
     except PermanentIngestionError:
@@ -100,7 +108,7 @@ async def _ingest(job, document_id: UUID, tenant_id: UUID) -> dict:
         if not stored:
             logger.info("ingestion skipped reason=document_deleted document_id=%s", document_id)
             return {"status": "skipped", "chunks": 0}
-    except (OSError, asyncpg.PostgresConnectionStatusError, asyncpg.InterfaceError, asyncio.TimeoutError):
+    except TRANSIENT_ERRORS:
         await _fail_if_last_attempt(job, tenant_id, document_id)
         raise
     finally:

@@ -31,7 +31,7 @@ def _read_job(redis, job_id: str) -> dict | None:
         "kind": job.meta.get("kind", "job"),
         "status": status.value if status else "failed",
         "progress": 1.0 if status and status.value == "finished" else float(job.meta.get("progress", 0.0)),
-        "attempts": _attempts(job),
+        "attempts": int(job.meta.get("attempts", 0)),
         "error": _error(job) if status and status.value == "failed" else None,
         "document_id": job.meta.get("document_id"),
         "tenant_id": job.meta.get("tenant_id"),
@@ -45,13 +45,6 @@ def _read_job(redis, job_id: str) -> dict | None:
         if position is not None:
             body["estimated_start"] = datetime.now(timezone.utc) + timedelta(seconds=position * ASSUMED_JOB_SECONDS)
     return body
-
-
-def _attempts(job: Job) -> int:
-    total = len(job.retry_intervals or []) if job.retry_intervals else 0
-    if job.retries_left is None:
-        return 1 if job.started_at else 0
-    return total - job.retries_left + (1 if job.started_at else 0)
 
 
 def _error(job: Job) -> str:
