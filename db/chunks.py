@@ -55,12 +55,13 @@ async def count_chunks_in_scope(db: Database, *, tenant_id: UUID, document_ids: 
 
 
 async def vector_search(db: Database, *, tenant_id: UUID, embedding: np.ndarray, limit: int,
-                        document_ids: list[UUID] | None = None, metadata: dict | None = None) -> list[dict]:
+                        document_ids: list[UUID] | None = None, metadata: dict | None = None,
+                        exact_scan_max_chunks: int = EXACT_SCAN_MAX_CHUNKS) -> list[dict]:
     """Return the `limit` chunks nearest to `embedding`, nearest first, with their cosine similarity."""
     where, values = _scope(tenant_id, document_ids, metadata)
     values.update({"embedding": embedding, "limit": limit})
     in_scope = await count_chunks_in_scope(db, tenant_id=tenant_id, document_ids=document_ids, metadata=metadata)
-    if in_scope <= EXACT_SCAN_MAX_CHUNKS:
+    if in_scope <= exact_scan_max_chunks:
         # "+ 0" keeps the planner off the HNSW index, whose operator expression no longer matches.
         records = await db.fetch_all(
             f"SELECT {HIT_COLUMNS}, 1 - (c.embedding <=> :embedding) AS similarity"

@@ -90,8 +90,8 @@ async def _ingest(job, document_id: UUID, tenant_id: UUID) -> dict:
             raise PermanentIngestionError(str(error)) from error
 
         contents = [piece.content for piece in pieces]
-        # Each chunk is embedded under its document's title, so a chunk deep inside a document
-        # still carries what the document is about; the stored content stays the chunk alone.
+        # Each chunk is embedded under its document's title, so that a chunk deep inside a
+        # document still carries what the document is about. The stored content is the chunk alone.
         title = document["title"][:MAX_TITLE_CHARS_EMBEDDED]
         titled = [f"{title}\n\n{content}" for content in contents]
         vectors = []

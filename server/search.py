@@ -22,8 +22,8 @@ CANDIDATE_FACTOR = 4
 
 SearchMode = Literal["hybrid", "vector", "keyword"]
 
-# One thread per worker process runs the model, so queries never block the event loop and two
-# encodes never compete for the same cores.
+# One thread per worker process runs the model, so that query encodes stay off the event loop
+# and a worker's encodes run one at a time instead of competing for the cores.
 _encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="query-encoder")
 
 

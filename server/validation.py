@@ -23,10 +23,49 @@ def read_json(request: Request) -> object:
         raise BadRequest("The request body is not valid JSON.") from None
 
 
+def _is_storable(text: str) -> bool:
+    """Tell whether PostgreSQL can store the text: no NUL character and no unpaired surrogate."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def find_unstorable_string(value: object, path: str = "body") -> str | None:
+    """Return the path of the first key or string value that PostgreSQL text cannot store."""
+    if isinstance(value, str):
+        return None if _is_storable(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = (None if _is_storable(key) else path) or find_unstorable_string(item, f"{path}.{key}")
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = find_unstorable_string(item, f"{path}.{index}")
+            if found:
+                return found
+    return None
+
+
+def reject_unstorable_strings(value: object) -> None:
+    found = find_unstorable_string(value)
+    if found:
+        field = found.removeprefix("body.")
+        raise ValidationFailed(
+            f"{field} contains a NUL character or an unpaired surrogate, which text cannot hold.",
+            details=[{"field": field, "problem": "contains a NUL character or an unpaired surrogate"}],
+        )
+
+
 def validate(model: type[Model], data: object) -> Model:
     if not isinstance(data, dict):
         raise ValidationFailed("The request body must be a JSON object.",
                                details=[{"field": "body", "problem": "must be an object"}])
+    reject_unstorable_strings(data)
     try:
         return model.model_validate(data, strict=True)
     except ValidationError as error:

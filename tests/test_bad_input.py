@@ -1,5 +1,7 @@
 """Bad input answers with the documented status and error body, and changes nothing."""
 
+import json
+
 import pytest
 
 
@@ -127,3 +129,36 @@ def test_request_id_is_replaced_when_malformed(api):
     response = api.http.get("/health", headers={"X-Request-ID": "bad id\twith tabs"})
     assert response.headers["x-request-id"] != "bad id\twith tabs"
     assert len(response.headers["x-request-id"]) >= 8
+
+
+def test_blank_tenant_name_is_unprocessable(api):
+    # Regression: a whitespace-only tenant passed validation, then broke a CHECK constraint (500).
+    response = api.http.post("/auth/register", json={"tenant": "   ", "email": "blank@example.com",
+                                                     "password": "long-enough-password"})
+    _assert_error(response, 422, "validation_failed")
+
+
+@pytest.mark.parametrize("body", [
+    {"tenant": "Nul\u0000Corp", "email": "nul@example.com", "password": "long-enough-password"},
+    {"tenant": "Surrogate \ud800", "email": "surrogate@example.com", "password": "long-enough-password"},
+])
+def test_unstorable_text_is_unprocessable(api, body):
+    # Regression: a NUL character or a lone surrogate reached PostgreSQL and failed there (500).
+    response = api.http.post("/auth/register", content=json.dumps(body).encode(),
+                             headers={"Content-Type": "application/json"})
+    _assert_error(response, 422, "validation_failed")
+
+
+def test_nul_in_metadata_is_unprocessable_and_stores_nothing(api):
+    user = api.register()
+    response = api.upload_text(user, "Doc", "Some text to store.", metadata={"key": "bad\u0000value"})
+    _assert_error(response, 422, "validation_failed")
+    assert _document_count(api, user) == 0
+
+
+@pytest.mark.parametrize("job_id", ["has space", "dots.in.id", "x" * 200])
+def test_malformed_job_id_is_not_found(api, job_id):
+    # Regression: an id with characters RQ rejects raised ValueError (500).
+    user = api.register()
+    response = api.http.get(f"/jobs/{job_id}", headers=user["headers"])
+    _assert_error(response, 404, "not_found")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints
 from sanic import Blueprint, Request
 from sanic_ext.extensions.openapi import openapi
 from sanic.response import json
@@ -22,8 +24,12 @@ EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]+$"
 LOGIN_FAILED = "The email or password is incorrect."
 
 
+# A tenant name or title that is only whitespace is as missing as an empty one.
+NonBlankName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
 class RegisterBody(BaseModel):
-    tenant: str = Field(min_length=1, max_length=200)
+    tenant: NonBlankName
     email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
     password: str = Field(min_length=8, max_length=1024)
 
@@ -49,7 +55,7 @@ async def register(request: Request):
     password_hash = await hash_password(body.password)
     try:
         created = await queries.create_tenant_with_admin(
-            request.app.ctx.db, tenant_name=body.tenant.strip(), email=body.email.strip(), password_hash=password_hash
+            request.app.ctx.db, tenant_name=body.tenant, email=body.email.strip(), password_hash=password_hash
         )
     except queries.EmailTaken:
         raise Conflict("A user with this email exists already; log in instead.") from None

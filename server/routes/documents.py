@@ -9,7 +9,9 @@ import logging
 import uuid
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from typing import Annotated
+
+from pydantic import BaseModel, Field, StringConstraints
 from sanic import Blueprint, Request
 from sanic_ext.extensions.openapi import openapi
 from sanic.response import empty, json
@@ -22,7 +24,7 @@ from server.auth import principal
 from server.errors import NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType, ValidationFailed
 from server.pagination import decode_cursor, page, parse_limit
 from server.sse import PING, SSE_HEADERS, format_event, parse_message
-from server.validation import read_json, validate
+from server.validation import read_json, reject_unstorable_strings, validate
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ MAX_METADATA_BYTES = 16 * 1024
 
 
 class JsonUpload(BaseModel):
-    title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TITLE_CHARS)]
     text: str
     metadata: dict = Field(default_factory=dict)
 
@@ -47,7 +49,7 @@ def document_body(row: dict) -> dict:
 
 
 def parse_document_id(raw: str) -> UUID:
-    """Parse a path id; a malformed one is as unknown as a missing one, so it answers 404."""
+    """Parse a path id. A malformed id is as unknown as a missing one, so it gets 404 too."""
     try:
         return UUID(raw)
     except ValueError:
@@ -78,7 +80,8 @@ def read_upload(request: Request) -> tuple[bytes, str | None, str | None, dict]:
         except ValueError:
             raise ValidationFailed("metadata must be a JSON object given as a string.",
                                    details=[{"field": "metadata", "problem": "not valid JSON"}]) from None
-        title = (request.form.get("title") if request.form else None) or upload.name or "Untitled"
+        title = ((request.form.get("title") if request.form else None) or upload.name or "").strip() or "Untitled"
+        reject_unstorable_strings({"title": title, "metadata": metadata})
         return upload.body, title[:MAX_TITLE_CHARS], upload.name, _check_metadata(metadata)
     if content_type in ("application/json", ""):
         body = validate(JsonUpload, read_json(request))

@@ -1,4 +1,4 @@
-"""GET /health (the process serves) and GET /health/ready (its dependencies answer)."""
+"""GET /health (the process is serving) and GET /health/ready (its dependencies respond)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime, timedelta, timezone
 
 from rq.exceptions import NoSuchJobError
@@ -16,6 +17,8 @@ from server.errors import NotFound
 
 blueprint = Blueprint("jobs", url_prefix="/jobs")
 
+# The characters RQ allows in a job id; any other id cannot name a job.
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 # Used for the estimated start of a queued job until real durations are measured.
 ASSUMED_JOB_SECONDS = 10.0
 
@@ -48,7 +51,7 @@ def _read_job(redis, job_id: str) -> dict | None:
 
 
 def _error(job: Job) -> str:
-    """The last line of the failure, which names the exception; never the whole traceback."""
+    """Return the last line of the failure, which names the exception, and never the whole traceback."""
     result = job.latest_result()
     text = (result.exc_string if result is not None else None) or ""
     lines = [line for line in text.strip().splitlines() if line.strip()]
@@ -59,7 +62,7 @@ def _error(job: Job) -> str:
 @openapi.secured("token")
 async def get_job(request: Request, job_id: str):
     caller = principal(request)
-    if len(job_id) > 100:
+    if not JOB_ID_PATTERN.match(job_id):
         raise NotFound("No job with this id.")
     body = await asyncio.to_thread(_read_job, request.app.ctx.sync_redis, job_id)
     if body is None or body.pop("tenant_id") != str(caller.tenant_id):
