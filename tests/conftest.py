@@ -183,6 +183,16 @@ class Api:
             time.sleep(0.3)
         raise AssertionError(f"document {document_id} not ingested within {timeout} s")
 
+    def wait_for_job(self, user: dict, job_id: str, timeout: float = 60) -> dict:
+        """Poll GET /jobs/{id} until the job finished or failed; the document may settle first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.http.get(f"/jobs/{job_id}", headers=user["headers"]).json()
+            if job["status"] in ("finished", "failed"):
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} not done within {timeout} s")
+
 
 @pytest.fixture
 def api(live_server) -> Api:

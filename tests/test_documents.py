@@ -81,7 +81,7 @@ def test_job_reports_document_and_finishes(api, rq_worker):
     user = api.register()
     body = api.upload_text(user, "Fusion", TEXT).json()
     api.wait_for_document(user, body["document"]["id"])
-    job = api.http.get(f"/jobs/{body['job_id']}", headers=user["headers"]).json()
+    job = api.wait_for_job(user, body["job_id"])
     assert job["id"] == body["job_id"]
     assert job["kind"] == "ingestion"
     assert job["document_id"] == body["document"]["id"]

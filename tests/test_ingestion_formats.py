@@ -53,6 +53,6 @@ def test_encrypted_pdf_fails_with_a_sentence(api, rq_worker):
     assert document["status"] == "failed"
     assert document["error"].endswith(".")
     assert "encrypted" in document["error"]
-    job = api.http.get(f"/jobs/{response.json()['job_id']}", headers=user["headers"]).json()
+    job = api.wait_for_job(user, response.json()["job_id"])
     assert job["status"] == "failed"
     assert job["attempts"] == 1
