@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--no-demo", action="store_true", help="start the platform without running the demo")
     parser.add_argument("--demo-modules", type=int, default=None,
                         help="number of standard-library modules the demo ingests (default: all that render)")
+    parser.add_argument("--demo-max-bytes", type=int, default=None,
+                        help="cut each module's text to this many bytes in the demo (default 30000)")
     parser.add_argument("--exit-after-demo", action="store_true", help="stop the platform when the demo ends")
     args = parser.parse_args()
 
@@ -119,6 +121,8 @@ def main() -> None:
             from server.demo.client import run_demo
 
             demo_args = {} if args.demo_modules is None else {"modules": args.demo_modules}
+            if args.demo_max_bytes is not None:
+                demo_args["max_bytes_per_module"] = args.demo_max_bytes
             status = run_demo(url, **demo_args)
         if not args.exit_after_demo:
             print("The platform keeps running; press Ctrl-C to stop it.")

@@ -205,10 +205,9 @@ def test_make_title_cuts_long_summary():
     assert len(title) <= len("csv — ") + corpus.MAX_TITLE_CHARS
 
 
-def test_cap_text_cuts_at_line_end(monkeypatch):
-    monkeypatch.setattr(corpus, "MAX_TEXT_BYTES", 300)
+def test_cap_text_cuts_at_line_end():
     text = "".join(f"line {index} é\n" for index in range(100))
-    capped = corpus._cap_text(text, "csv")
+    capped = corpus.cap_text(text, "csv", limit=300)
     head, notice = capped.rsplit("\n[", 1)
     assert len(capped.encode("utf-8")) <= 300
     assert head.endswith("é\n")

@@ -353,7 +353,7 @@ def _document_from_result(result: dict) -> ModuleDoc | str:
     if "error" in result:
         return result["error"]
     name = result["module"]
-    text = _cap_text(_clean_text(result["text"], result["machine_paths"]), name)
+    text = cap_text(_clean_text(result["text"], result["machine_paths"]), name)
     return ModuleDoc(module=name, title=make_title(name, result["docstring"]), text=text)
 
 
@@ -409,16 +409,16 @@ def redact_paths(text: str, machine_paths: dict[str, str]) -> str:
     return text
 
 
-def _cap_text(text: str, module: str) -> str:
-    """Cut text to at most MAX_TEXT_BYTES of UTF-8 at a line end, and append a notice of the cut."""
+def cap_text(text: str, module: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """Cut text to at most `limit` bytes of UTF-8 at a line end, and append a notice of the cut."""
     data = text.encode("utf-8")
-    if len(data) <= MAX_TEXT_BYTES:
+    if len(data) <= limit:
         return text
     notice = (
         f"\n[The pydoc text of {module} is {len(data)} bytes long; "
         f"this document keeps only its first part.]\n"
     )
-    budget = MAX_TEXT_BYTES - len(notice.encode("utf-8"))
+    budget = limit - len(notice.encode("utf-8"))
     head = data[:budget].decode("utf-8", errors="ignore")
     line_end = head.rfind("\n")
     if line_end > 0:
