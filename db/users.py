@@ -50,3 +50,8 @@ async def get_user_profile(db: Database, *, tenant_id: UUID, user_id: UUID) -> d
         {"user_id": user_id, "tenant_id": tenant_id},
     )
     return as_dict(record)
+
+
+async def get_tenant_settings(db: Database, *, tenant_id: UUID) -> dict | None:
+    """Return the tenant's `settings` object, or None when the tenant does not exist."""
+    return await db.fetch_val("SELECT settings FROM tenants WHERE id = :tenant_id", {"tenant_id": tenant_id})

@@ -14,10 +14,10 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 from sanic_ext import Extend
 
-from server import auth
+from server import auth, ratelimit
 from server.cache import SearchCache
 from server.database import create_database
-from server.errors import install_error_handlers
+from server.errors import Unauthorized, install_error_handlers
 from server.jsonenc import dumps
 from server.logs import configure_logging, request_id_var
 from server.routes import auth as auth_routes
@@ -76,6 +76,7 @@ async def open_resources(app: Sanic) -> None:
     # RQ is synchronous; its calls run in threads with their own small pool.
     app.ctx.sync_redis = sync_redis.Redis.from_url(redis_url, max_connections=settings.redis_max_connections)
     app.ctx.search_cache = SearchCache(app.ctx.redis, settings.cache_search_results_ttl, settings.cache_enabled)
+    app.ctx.rate_limiter = ratelimit.RateLimiter.connect(redis_url, settings) if settings.rate_limit_enabled else None
     # Loading takes seconds; doing it in the background lets the worker acknowledge its start to
     # Sanic's manager in time. Query encodes queue behind it on the same thread.
     start_model_loading()
@@ -86,6 +87,8 @@ async def close_resources(app: Sanic) -> None:
     await app.ctx.db.disconnect()
     await app.ctx.redis.aclose()
     app.ctx.sync_redis.close()
+    if app.ctx.rate_limiter is not None:
+        await app.ctx.rate_limiter.close()
 
 
 async def begin_request(request: Request) -> None:
@@ -94,7 +97,13 @@ async def begin_request(request: Request) -> None:
     request_id_var.set(request.ctx.request_id)
     request.ctx.started = time.perf_counter()
     request.ctx.cache_status = None
-    auth.authenticate(request)
+    try:
+        auth.authenticate(request)
+    except Unauthorized:
+        # A request with a missing or bad token still spends its client IP's tokens.
+        await ratelimit.limit_request(request)
+        raise
+    await ratelimit.limit_request(request)
 
 
 async def finish_request(request: Request, response: HTTPResponse) -> None:
@@ -102,6 +111,7 @@ async def finish_request(request: Request, response: HTTPResponse) -> None:
     response.headers["X-Request-ID"] = request_id
     if getattr(request.ctx, "cache_status", None):
         response.headers["X-Cache"] = request.ctx.cache_status
+    ratelimit.add_rate_limit_headers(request, response)
     started = getattr(request.ctx, "started", None)
     caller = getattr(request.ctx, "principal", None)
     route = request.route.path if request.route else "unmatched"

@@ -30,7 +30,8 @@ STARTUP_TIMEOUT_SECONDS = 180
 TEST_MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 # Redis keys that belong to tests' data; RQ's worker registrations are kept.
 VOLATILE_KEY_PATTERNS = ("cache:*", "document:*", "rq:job:*", "rq:queue:*", "rq:results:*", "rq:wip:*",
-                         "rq:finished:*", "rq:failed:*", "rq:scheduled:*", "rq:deferred:*", "rq:canceled:*")
+                         "rq:finished:*", "rq:failed:*", "rq:scheduled:*", "rq:deferred:*", "rq:canceled:*",
+                         "ratelimit:*")
 
 
 def _free_port() -> int:
@@ -59,6 +60,10 @@ def server_env(service_urls) -> dict:
         "DATA_DIR": str(TEST_DATA_DIR),
         "LOG_LEVEL": "INFO",
         "PYTHONPATH": str(ROOT),
+        # Tests register many users from 127.0.0.1, so the shared server gets generous limits.
+        # tests/test_rate_limit.py runs its own server with low ones.
+        "RATE_LIMIT_PER_MINUTE": "100000",
+        "RATE_LIMIT_PER_HOUR": "1000000",
     })
     return env
 

@@ -11,10 +11,11 @@ from sanic_ext.extensions.openapi import openapi
 from sanic.response import json
 
 from db import chat as queries
-from server.auth import principal
+from server.auth import Principal, principal
 from server.chat.agent import answer_question
 from server.errors import NotFound
 from server.pagination import decode_cursor, page, parse_limit
+from server.ratelimit import stream_slot
 from server.sse import SSE_HEADERS, format_event
 from server.validation import parse_body
 
@@ -48,6 +49,16 @@ def wants_stream(request: Request, body: ChatBody) -> bool:
 async def chat(request: Request):
     caller = principal(request)
     body = parse_body(request, ChatBody)
+    if not wants_stream(request, body):
+        return json(await _answer(request, caller, body))
+    # The slot is taken before the answer is computed, so a user over the cap costs no search.
+    async with stream_slot(request, caller.user_id):
+        reply = await _answer(request, caller, body)
+        return await _stream_reply(request, reply)
+
+
+async def _answer(request: Request, caller: Principal, body: ChatBody) -> dict:
+    """Store the question, answer it from the tenant's documents, store the answer and return the reply."""
     db = request.app.ctx.db
     session_key = body.session_id or f"session-{uuid.uuid4()}"
     session = await queries.open_session(db, tenant_id=caller.tenant_id, user_id=caller.user_id,
@@ -61,11 +72,8 @@ async def chat(request: Request):
     )
     logger.info("chat answered session=%s message_id=%s answered=%s citations=%d", session["id"], stored["id"],
                 result.answer.answered, len(result.answer.citations))
-    reply = {"session_id": session_key, "message": message_body(stored), "steps": result.steps,
-             "usage": result.usage}
-    if not wants_stream(request, body):
-        return json(reply)
-    return await _stream_reply(request, reply)
+    return {"session_id": session_key, "message": message_body(stored), "steps": result.steps,
+            "usage": result.usage}
 
 
 async def _stream_reply(request: Request, reply: dict):
