@@ -121,10 +121,12 @@ def test_limit_shared_by_four_workers(limited_server):
         responses = list(pool.map(lambda _: get_me(limited_server, user), range(30)))
     elapsed = time.monotonic() - started
 
-    assert elapsed < SECONDS_PER_TOKEN, f"30 requests took {elapsed:.1f} s, long enough for a token to return"
+    # A token returns every SECONDS_PER_TOKEN, so a slow burst may earn one more pass per period;
+    # within one period exactly LIMIT_PER_MINUTE pass.
+    refilled = int(elapsed // SECONDS_PER_TOKEN)
     statuses = [response.status_code for response in responses]
-    assert statuses.count(200) == LIMIT_PER_MINUTE
-    assert statuses.count(429) == 30 - LIMIT_PER_MINUTE
+    assert LIMIT_PER_MINUTE <= statuses.count(200) <= LIMIT_PER_MINUTE + refilled
+    assert statuses.count(200) + statuses.count(429) == 30
     for response in responses:
         if response.status_code == 429:
             assert int(response.headers["Retry-After"]) >= 1
