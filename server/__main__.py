@@ -18,8 +18,8 @@ from db.migrate import apply_migrations
 from server.app import create_app
 from server.database import check_connection_budget
 from server.logs import configure_logging
-from server.services import export_service_urls
-from server.settings import get_settings
+from server.services import export_development_jwt_secret, export_service_urls
+from server.settings import get_settings, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ async def prepare_database(database_url: str, settings, workers: int) -> None:
 def main() -> None:
     settings = get_settings()
     configure_logging(settings)
+    if export_development_jwt_secret(settings):
+        settings = load_settings()
     database_url, _ = export_service_urls(settings)
     asyncio.run(prepare_database(database_url, settings, settings.backend_workers))
 

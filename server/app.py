@@ -109,6 +109,8 @@ async def begin_request(request: Request) -> None:
 async def finish_request(request: Request, response: HTTPResponse) -> None:
     request_id = getattr(request.ctx, "request_id", None) or uuid.uuid4().hex
     response.headers["X-Request-ID"] = request_id
+    if response.content_type == "application/json":
+        response.content_type = "application/json; charset=utf-8"
     if getattr(request.ctx, "cache_status", None):
         response.headers["X-Cache"] = request.ctx.cache_status
     ratelimit.add_rate_limit_headers(request, response)

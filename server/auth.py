@@ -67,7 +67,7 @@ def decode_token(secret: str, token: str) -> Principal:
 
 
 def is_public(path: str) -> bool:
-    return path in PUBLIC_PATHS or path.startswith("/docs/")
+    return path.rstrip("/") in PUBLIC_PATHS or path.startswith("/docs/")
 
 
 def authenticate(request: Request) -> None:

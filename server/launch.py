@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from db import embedded
 from db.migrate import apply_migrations
 from server.logs import configure_logging
 from server.services import export_service_urls
@@ -80,6 +81,16 @@ def wait_until_ready(url: str, started: dict[str, subprocess.Popen]) -> None:
     raise SystemExit(f"The platform was not ready within {READY_TIMEOUT_SECONDS} s.")
 
 
+def stop_embedded_services(settings, postgres: bool, redis: bool) -> None:
+    """Stop the embedded servers this launcher started; configured ones are left alone."""
+    if postgres:
+        embedded.stop_postgres(settings.data_dir)
+        print("stopped PostgreSQL")
+    if redis:
+        embedded.stop_redis(settings.data_dir)
+        print("stopped Redis")
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -107,6 +118,7 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings)
     os.environ.setdefault("BACKEND_WORKERS", "2")
+    embedded_services = settings.database_url is None, settings.redis_url is None
     database_url, redis_url = export_service_urls(settings)
     print(f"PostgreSQL: {database_url.split('@')[-1]}  Redis: {redis_url.split('@')[-1]}")
     asyncio.run(apply_migrations(database_url))
@@ -131,6 +143,7 @@ def main() -> None:
         pass
     finally:
         stop_processes(started, settings.graceful_shutdown_timeout + 5)
+        stop_embedded_services(settings, *embedded_services)
     sys.exit(status)
 
 

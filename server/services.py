@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import secrets
+from pathlib import Path
 
 from db import embedded
-from server.settings import Settings
+from server.settings import PLACEHOLDER_JWT_SECRETS, Settings
 
 
 def resolve_service_urls(settings: Settings) -> tuple[str, str]:
@@ -26,3 +28,21 @@ def export_service_urls(settings: Settings) -> tuple[str, str]:
     os.environ["DATABASE_URL"] = database_url
     os.environ["REDIS_URL"] = redis_url
     return database_url, redis_url
+
+
+def export_development_jwt_secret(settings: Settings) -> bool:
+    """Replace a placeholder JWT_SECRET in development with a random one kept in DATA_DIR.
+
+    The placeholder is public, so anyone reaching the server could sign tokens with it. The
+    generated secret is written once (readable by the owner only) and reused, so tokens survive
+    a restart. Returns True when the environment was changed.
+    """
+    if settings.environment != "development" or settings.jwt_secret not in PLACEHOLDER_JWT_SECRETS:
+        return False
+    path = Path(settings.data_dir) / "jwt.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    os.environ["JWT_SECRET"] = path.read_text().strip()
+    return True

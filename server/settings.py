@@ -85,8 +85,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_real_secret(self) -> "Settings":
-        if self.environment == "production" and self.jwt_secret in PLACEHOLDER_JWT_SECRETS:
-            raise ValueError("JWT_SECRET is a placeholder; set a random secret of 32+ characters in production")
+        if self.environment != "development" and self.jwt_secret in PLACEHOLDER_JWT_SECRETS:
+            raise ValueError(f"JWT_SECRET is a placeholder; set a random secret of 32+ characters when "
+                             f"ENVIRONMENT is {self.environment}")
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_TOKENS")
         return self

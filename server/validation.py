@@ -18,9 +18,14 @@ def read_json(request: Request) -> object:
     if content_type not in ("application/json", "") and not content_type.endswith("+json"):
         raise UnsupportedMediaType(f"Send the body as application/json, not {content_type}.")
     try:
-        return json.loads(request.body or b"")
-    except (ValueError, UnicodeDecodeError):
+        return json.loads(request.body or b"", parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("The request body is not valid JSON.") from None
+
+
+def _reject_constant(name: str) -> None:
+    """Reject NaN and Infinity, which Python's json accepts but JSON does not define."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _is_storable(text: str) -> bool:
@@ -52,7 +57,11 @@ def find_unstorable_string(value: object, path: str = "body") -> str | None:
 
 
 def reject_unstorable_strings(value: object) -> None:
-    found = find_unstorable_string(value)
+    try:
+        found = find_unstorable_string(value)
+    except RecursionError:
+        raise ValidationFailed("The request body is nested too deeply.",
+                               details=[{"field": "body", "problem": "nested too deeply"}]) from None
     if found:
         field = found.removeprefix("body.")
         raise ValidationFailed(

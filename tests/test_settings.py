@@ -1,17 +1,20 @@
 """Settings: defaults of the API contract, and invalid values that stop the start."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from server.settings import Settings, SettingsError, load_settings
+from server.services import export_development_jwt_secret
+from server.settings import PLACEHOLDER_JWT_SECRETS, Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_match_the_contract(monkeypatch):
+    monkeypatch.setenv("ENVIRONMENT", "development")
     for name in ("BACKEND_PORT", "RATE_LIMIT_PER_MINUTE", "MAX_UPLOAD_BYTES", "LLM_PROVIDER"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings(_env_file=None)
@@ -44,12 +47,28 @@ def test_secret_values_are_not_echoed(monkeypatch):
     assert "sk-very-secret" not in str(raised.value)
 
 
-def test_placeholder_jwt_secret_is_refused_in_production(monkeypatch):
-    monkeypatch.setenv("ENVIRONMENT", "production")
+@pytest.mark.parametrize("environment", ["production", "test"])
+def test_placeholder_jwt_secret_is_refused_outside_development(monkeypatch, environment):
+    monkeypatch.setenv("ENVIRONMENT", environment)
     monkeypatch.delenv("JWT_SECRET", raising=False)
     with pytest.raises(SettingsError) as raised:
         load_settings()
     assert "JWT_SECRET" in str(raised.value)
+
+
+def test_development_placeholder_is_replaced_by_a_kept_secret(monkeypatch, tmp_path):
+    # Regression: with the published placeholder anyone reaching the server could sign tokens.
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    assert export_development_jwt_secret(load_settings())
+    first = os.environ["JWT_SECRET"]
+    assert first not in PLACEHOLDER_JWT_SECRETS
+    assert len(first) >= 32
+    assert (tmp_path / "jwt.secret").stat().st_mode & 0o077 == 0
+    monkeypatch.delenv("JWT_SECRET")
+    export_development_jwt_secret(load_settings())
+    assert os.environ["JWT_SECRET"] == first
 
 
 def test_server_start_stops_on_invalid_value(tmp_path):

@@ -357,6 +357,11 @@ def _document_from_result(result: dict) -> ModuleDoc | str:
     return ModuleDoc(module=name, title=make_title(name, result["docstring"]), text=text)
 
 
+# pydoc draws the body of a class behind "|" gutters ("    |  method(self)"); in chunks and
+# quoted answers they are noise, so the bars and their indentation go.
+_CLASS_GUTTER = re.compile(r"(?m)^[ \t]*(?:\|[ \t]?)+")
+
+
 def _clean_text(text: str, machine_paths: dict[str, str]) -> str:
     """Remove the header line, machine-specific sections, addresses and local paths."""
     lines = text.splitlines()
@@ -364,6 +369,7 @@ def _clean_text(text: str, machine_paths: dict[str, str]) -> str:
         lines = lines[1:]
     text = "\n".join(strip_sections(lines, _MACHINE_SECTIONS)).strip("\n")
     text = _MEMORY_ADDRESS.sub("", text)
+    text = _CLASS_GUTTER.sub("", text)
     return redact_paths(text, machine_paths) + "\n"
 
 

@@ -94,8 +94,9 @@ async def _stream_reply(request: Request, reply: dict):
     await send("meta", {"session_id": reply["session_id"], "message_id": message["id"]})
     for step in reply["steps"]:
         await send("step", step)
-    for word in message["content"].split(" "):
-        await send("delta", {"text": word + " "})
+    words = message["content"].split(" ")
+    for index, word in enumerate(words):
+        await send("delta", {"text": word if index == len(words) - 1 else word + " "})
     for citation in message["citations"]:
         await send("citation", citation)
     await send("done", {"message": message})

@@ -14,6 +14,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 from sanic import Blueprint, Request
 from sanic_ext.extensions.openapi import openapi
+from redis.exceptions import RedisError
 from sanic.response import empty, json
 
 from db import documents as queries
@@ -101,12 +102,10 @@ async def upload_document(request: Request):
     try:
         content_type = detect_content_type(data, filename=filename)
     except EmptyDocument:
-        raise ValidationFailed("The document is empty.", details=[{"field": "file", "problem": "empty"}]) from None
+        field = "file" if filename is not None else "text"
+        raise ValidationFailed("The document is empty.", details=[{"field": field, "problem": "empty"}]) from None
     except UnsupportedContentType as error:
-        detected = f" (detected {error.detected})" if error.detected else ""
-        raise UnsupportedMediaType(
-            f"Unsupported document type{detected}; upload plain text, Markdown, HTML or PDF."
-        ) from None
+        raise UnsupportedMediaType(str(error)) from None
 
     job_id = str(uuid.uuid4())
     document, created = await queries.insert_document(
@@ -191,26 +190,41 @@ async def document_events(request: Request, document_id: str):
     if row is None:
         raise NotFound("No document with this id.")
 
-    response = await request.respond(content_type="text/event-stream", headers=SSE_HEADERS)
-    # Subscribe before reading the state again, so no event falls between the read and the subscription.
-    async with redis.pubsub() as pubsub:
+    pubsub = redis.pubsub()
+    try:
+        # Subscribe before reading the state again, so no event falls between the read and the
+        # subscription. Each open stream holds a Redis connection until it ends.
         await pubsub.subscribe(channel_name(str(doc_id)))
-        row = await queries.get_document(db, tenant_id=caller.tenant_id, document_id=doc_id)
-        if row is None:
-            await response.send(format_event("failed", {"status": "failed", "error": "The document was deleted."}))
-            await response.eof()
-            return
-        event, data = _state_event(row)
-        latest = await redis.get(latest_key(str(doc_id)))
-        if event == "progress" and latest:
-            event, data = parse_message(latest)
+    except RedisError as error:
+        await pubsub.aclose()
+        logger.warning("events stream refused document_id=%s error=%s", doc_id, type(error).__name__)
+        raise ServiceUnavailable("Too many event streams are open; retry shortly.",
+                                 headers={"Retry-After": "5"}) from None
+    try:
+        await _stream_document_events(request, pubsub, caller, doc_id)
+    finally:
+        await pubsub.aclose()
+
+
+async def _stream_document_events(request: Request, pubsub, caller, doc_id: UUID) -> None:
+    db, redis = request.app.ctx.db, request.app.ctx.redis
+    response = await request.respond(content_type="text/event-stream", headers=SSE_HEADERS)
+    row = await queries.get_document(db, tenant_id=caller.tenant_id, document_id=doc_id)
+    if row is None:
+        await response.send(format_event("failed", {"status": "failed", "error": "The document was deleted."}))
+        await response.eof()
+        return
+    event, data = _state_event(row)
+    latest = await redis.get(latest_key(str(doc_id)))
+    if event == "progress" and latest:
+        event, data = parse_message(latest)
+    await response.send(format_event(event, data))
+    heartbeat = request.app.ctx.settings.sse_heartbeat_seconds
+    while event not in TERMINAL_EVENTS:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat)
+        if message is None:
+            await response.send(PING)
+            continue
+        event, data = parse_message(message["data"])
         await response.send(format_event(event, data))
-        heartbeat = request.app.ctx.settings.sse_heartbeat_seconds
-        while event not in TERMINAL_EVENTS:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=heartbeat)
-            if message is None:
-                await response.send(PING)
-                continue
-            event, data = parse_message(message["data"])
-            await response.send(format_event(event, data))
     await response.eof()
