@@ -1,8 +1,8 @@
 """Bring up the whole platform on one machine and run the demo: `python -m server.launch`.
 
-It starts the embedded PostgreSQL and Redis (unless DATABASE_URL and REDIS_URL are set), applies
-the migrations once, starts every process of the Procfile with its output in DATA_DIR/logs,
-waits until the API is ready, runs the demo, and keeps serving until interrupted.
+It starts the embedded PostgreSQL and Redis unless DATABASE_URL and REDIS_URL are set, and
+applies the migrations once. Then it starts every process of the Procfile, with their output in
+DATA_DIR/logs, waits until the API is ready, runs the demo, and keeps serving until interrupted.
 """
 
 from __future__ import annotations
@@ -111,7 +111,9 @@ def main() -> None:
     parser.add_argument("--demo-modules", type=int, default=None,
                         help="number of standard-library modules the demo ingests (default: all that render)")
     parser.add_argument("--demo-max-bytes", type=int, default=None,
-                        help="cut each module's text to this many bytes in the demo (default 30000)")
+                        help="cut each module's text to this many bytes in the demo (default 20000)")
+    parser.add_argument("--demo-timeout", type=float, default=None,
+                        help="seconds the demo waits for ingestion to finish (default 1800)")
     parser.add_argument("--exit-after-demo", action="store_true", help="stop the platform when the demo ends")
     args = parser.parse_args()
 
@@ -135,6 +137,8 @@ def main() -> None:
             demo_args = {} if args.demo_modules is None else {"modules": args.demo_modules}
             if args.demo_max_bytes is not None:
                 demo_args["max_bytes_per_module"] = args.demo_max_bytes
+            if args.demo_timeout is not None:
+                demo_args["timeout"] = args.demo_timeout
             status = run_demo(url, **demo_args)
         if not args.exit_after_demo:
             print("The platform keeps running; press Ctrl-C to stop it.")

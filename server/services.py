@@ -1,4 +1,4 @@
-"""Where PostgreSQL and Redis are: the configured URLs, or the embedded servers under DATA_DIR."""
+"""Service locations and secrets: the configured URLs, or the embedded servers under DATA_DIR."""
 
 from __future__ import annotations
 

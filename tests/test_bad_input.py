@@ -162,3 +162,22 @@ def test_malformed_job_id_is_not_found(api, job_id):
     user = api.register()
     response = api.http.get(f"/jobs/{job_id}", headers=user["headers"])
     _assert_error(response, 404, "not_found")
+
+
+@pytest.mark.parametrize("raw", [b'{"query": NaN}', b'{"query": "x", "limit": Infinity}', b"[" * 100_000 + b"]" * 100_000])
+def test_non_json_constants_and_deep_nesting_are_bad_json(api, raw):
+    # Regression: NaN reached PostgreSQL and deep nesting raised RecursionError (both 500).
+    user = api.register()
+    response = api.http.post("/search", headers={**user["headers"], "Content-Type": "application/json"},
+                             content=raw)
+    _assert_error(response, 400, "bad_request")
+
+
+def test_json_responses_declare_utf8(api):
+    response = api.http.get("/health")
+    assert response.headers["content-type"] == "application/json; charset=utf-8"
+
+
+def test_public_path_with_trailing_slash_needs_no_token(api):
+    # Regression: /health/ matched the route but not the public-path list, so it answered 401.
+    assert api.http.get("/health/").status_code == 200

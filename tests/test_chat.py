@@ -79,4 +79,20 @@ def test_streamed_chat_sends_meta_first_and_done_last(api, manuals):
     assert names.count("done") == 1
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     text = "".join(data["text"] for name, data in events if name == "delta")
-    assert text.strip() == events[-1][1]["message"]["content"]
+    assert text == events[-1][1]["message"]["content"]
+
+
+def test_streamed_deltas_rebuild_the_answer_exactly(api, manuals):
+    # Regression: every delta ended with a space, so the joined text had one at the end.
+    deltas, done = [], None
+    with api.http.stream("POST", "/chat", headers=manuals["headers"],
+                         json={"message": "How often should I descale the kettle?", "stream": True}) as response:
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: ") and name == "delta":
+                deltas.append(json.loads(line[6:])["text"])
+            elif line.startswith("data: ") and name == "done":
+                done = json.loads(line[6:])
+    assert "".join(deltas) == done["message"]["content"]

@@ -467,3 +467,10 @@ def test_demo_reports_unreachable_platform(monkeypatch, capsys):
     assert status == 1
     assert "POST /auth/login failed with ConnectError: Connection refused." in error_output
     assert "Check that the platform is running at http://platform.test" in error_output
+
+
+def test_class_gutters_are_removed():
+    # pydoc draws class bodies behind "|" bars, which ended up in chunks and quoted answers.
+    text = corpus._clean_text("class Parser(object)\n |  parse(self, args)\n |      Parse the args.\n", {})
+    assert "|" not in text
+    assert "parse(self, args)" in text

@@ -35,9 +35,9 @@ DEFAULT_PASSWORD = "testpassword"
 DEFAULT_TENANT = "Demo"
 DEFAULT_TIMEOUT_SECONDS = 1800.0
 # Each module's text is cut to this many bytes: its overview and first sections. The whole
-# corpus (about 4 MB, 7,600 chunks) takes over 8 minutes to embed on 2 cores; cut, it is about
-# 2.4 MB and 4,600 chunks.
-DEFAULT_MAX_BYTES_PER_MODULE = 30_000
+# corpus (about 4 MB, 7,600 chunks) takes over 20 minutes to embed on 2 cores; cut, it is about
+# 2 MB and 3,700 chunks.
+DEFAULT_MAX_BYTES_PER_MODULE = 20_000
 DEFAULT_MIN_MODULES = 150
 
 CHAT_SESSION_ID = "demo"
@@ -504,8 +504,8 @@ async def _ingest_and_ask(
 
         if ingestion.timed_out:
             print(
-                f"\nGave up after waiting {timeout:g} s for ingestion. Raise --timeout, or check "
-                f"that the platform's workers are running.",
+                f"\nGave up after waiting {timeout:g} s for ingestion. Raise --timeout "
+                f"(--demo-timeout of up.py), or check that the platform's workers are running.",
                 file=sys.stderr,
             )
             return 1

@@ -215,7 +215,10 @@ async def _stream_document_events(request: Request, pubsub, caller, doc_id: UUID
         await response.eof()
         return
     event, data = _state_event(row)
-    latest = await redis.get(latest_key(str(doc_id)))
+    try:
+        latest = await redis.get(latest_key(str(doc_id)))
+    except RedisError:
+        latest = None  # the stream still starts from the state in PostgreSQL
     if event == "progress" and latest:
         event, data = parse_message(latest)
     await response.send(format_event(event, data))
