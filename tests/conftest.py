@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -42,10 +44,19 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def service_urls() -> dict:
+    """URLs of the test PostgreSQL and Redis; embedded ones are stopped when the session ends."""
     database_url = os.environ.get("TEST_DATABASE_URL") or embedded.ensure_postgres(TEST_DATA_DIR)
     redis_url = os.environ.get("TEST_REDIS_URL") or embedded.ensure_redis(TEST_DATA_DIR)
     asyncio.run(apply_migrations(database_url))
-    return {"database_url": database_url, "redis_url": redis_url}
+    yield {"database_url": database_url, "redis_url": redis_url}
+    try:
+        if not os.environ.get("TEST_DATABASE_URL"):
+            embedded.stop_postgres(TEST_DATA_DIR)
+        if not os.environ.get("TEST_REDIS_URL"):
+            embedded.stop_redis(TEST_DATA_DIR)
+    except OSError as error:
+        # The servers stay up until the machine stops; the next session reuses them.
+        warnings.warn(f"embedded test servers not stopped: {error}", stacklevel=1)
 
 
 @pytest.fixture(scope="session")
@@ -100,18 +111,25 @@ def wait_until_ready(base_url: str, process: subprocess.Popen, timeout: float = 
     raise RuntimeError(f"server not ready within {timeout} s; see {LOG_DIR}")
 
 
-@pytest.fixture(scope="session")
-def live_server(server_env) -> str:
-    """Base URL of `python -m server` with two workers on a free loopback port."""
+@contextmanager
+def running_server(server_env: dict, name: str, **overrides: str):
+    """Start `python -m server` on a free loopback port with the given variables; yield its URL."""
     port = _free_port()
-    env = {**server_env, "BACKEND_HOST": "127.0.0.1", "BACKEND_PORT": str(port), "BACKEND_WORKERS": "2"}
-    process = _start("web", ["-m", "server"], env)
+    env = {**server_env, "BACKEND_HOST": "127.0.0.1", "BACKEND_PORT": str(port), **overrides}
+    process = _start(name, ["-m", "server"], env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base_url, process)
         yield base_url
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def live_server(server_env) -> str:
+    """Base URL of `python -m server` with two workers on a free loopback port."""
+    with running_server(server_env, "web", BACKEND_WORKERS="2") as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,9 @@
 """Document event streams when Redis connections run out: 503 with the error body, never 500."""
 
-import subprocess
-
 import httpx
 import pytest
 
-from tests.conftest import _free_port, _start, _stop, wait_until_ready
+from tests.conftest import running_server
 
 REDIS_CONNECTIONS = 3
 
@@ -13,16 +11,9 @@ REDIS_CONNECTIONS = 3
 @pytest.fixture(scope="module")
 def scarce_server(server_env):
     """One worker with a Redis pool of REDIS_CONNECTIONS and no RQ worker, so documents stay queued."""
-    port = _free_port()
-    env = {**server_env, "BACKEND_HOST": "127.0.0.1", "BACKEND_PORT": str(port), "BACKEND_WORKERS": "1",
-           "REDIS_MAX_CONNECTIONS": str(REDIS_CONNECTIONS)}
-    process: subprocess.Popen = _start("web-scarce", ["-m", "server"], env)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base_url, process)
+    with running_server(server_env, "web-scarce", BACKEND_WORKERS="1",
+                        REDIS_MAX_CONNECTIONS=str(REDIS_CONNECTIONS)) as base_url:
         yield base_url
-    finally:
-        _stop(process)
 
 
 def test_streams_beyond_the_pool_get_503(scarce_server, service_urls):

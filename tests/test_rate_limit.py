@@ -23,7 +23,7 @@ import redis
 
 from db import embedded
 from server import ratelimit
-from tests.conftest import LOG_DIR, _free_port, _start, _stop, wait_until_ready
+from tests.conftest import LOG_DIR, _free_port, running_server
 
 LIMIT_PER_MINUTE = 10
 # One token comes back every this many seconds.
@@ -33,19 +33,12 @@ RATE_LIMIT_HEADERS = ("RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-R
 
 
 @contextmanager
-def running_server(server_env: dict, name: str, **overrides: str):
-    """Start `python -m server` on a free loopback port with the given variables, and stop it after."""
-    port = _free_port()
-    env = {**server_env, "BACKEND_HOST": "127.0.0.1", "BACKEND_PORT": str(port), "BACKEND_WORKERS": "1",
-           "RATE_LIMIT_PER_MINUTE": str(LIMIT_PER_MINUTE), "RATE_LIMIT_PER_HOUR": "1000", **overrides}
-    process = _start(name, ["-m", "server"], env)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base_url, process)
+def limited_server_running(server_env: dict, name: str, **overrides: str):
+    """Start a one-worker server with the low test limits, and wait until its workers are warm."""
+    limits = {"BACKEND_WORKERS": "1", "RATE_LIMIT_PER_MINUTE": str(LIMIT_PER_MINUTE), "RATE_LIMIT_PER_HOUR": "1000"}
+    with running_server(server_env, name, **{**limits, **overrides}) as base_url:
         wait_until_workers_warm(base_url)
         yield base_url
-    finally:
-        _stop(process)
 
 
 def wait_until_workers_warm(base_url: str, timeout: float = 180) -> None:
@@ -68,7 +61,7 @@ def wait_until_workers_warm(base_url: str, timeout: float = 180) -> None:
 @pytest.fixture(scope="module")
 def limited_server(server_env) -> str:
     """Base URL of a server with four workers and a limit of 10 requests per minute per user."""
-    with running_server(server_env, "web-ratelimit", BACKEND_WORKERS="4") as base_url:
+    with limited_server_running(server_env, "web-ratelimit", BACKEND_WORKERS="4") as base_url:
         yield base_url
 
 
@@ -251,7 +244,7 @@ def test_unauthenticated_requests_limited_per_ip(limited_server):
 def test_two_instances_share_limits(limited_server, server_env):
     user = register(limited_server)
 
-    with running_server(server_env, "web-ratelimit-second") as second_server:
+    with limited_server_running(server_env, "web-ratelimit-second") as second_server:
         remaining = []
         for index in range(LIMIT_PER_MINUTE):
             response = get_me(limited_server if index % 2 == 0 else second_server, user)
@@ -283,7 +276,7 @@ def test_redis_outage_falls_back_then_recovers(server_env):
     log_start = log_path.stat().st_size if log_path.exists() else 0
 
     with dedicated_redis(port) as first_redis:
-        with running_server(server_env, "web-ratelimit-outage", REDIS_URL=redis_url) as base_url:
+        with limited_server_running(server_env, "web-ratelimit-outage", REDIS_URL=redis_url) as base_url:
             user = register(base_url)
             user_key = f"ratelimit:user:{user['user_id']}"
             assert get_me(base_url, user).headers["X-RateLimit-Remaining"] == "9"
@@ -341,6 +334,11 @@ def test_stream_releases_its_slot_when_done(limited_server, redis_client):
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     assert "event: done" in response.text
+    # The server frees the slot after it sent the last byte, which may be a moment after the
+    # client has read it.
+    deadline = time.monotonic() + 10
+    while redis_client.zcard(ratelimit.stream_key(user["user_id"])) != 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert redis_client.zcard(ratelimit.stream_key(user["user_id"])) == 3
 
 
@@ -359,7 +357,7 @@ def test_disabled_limiter_does_nothing(server_env):
     redis_url = f"redis://127.0.0.1:{port}/0"
 
     with dedicated_redis(port), redis.Redis.from_url(redis_url) as client:
-        with running_server(server_env, "web-ratelimit-disabled", REDIS_URL=redis_url,
+        with limited_server_running(server_env, "web-ratelimit-disabled", REDIS_URL=redis_url,
                             RATE_LIMIT_ENABLED="false") as base_url:
             user = register(base_url)
 
