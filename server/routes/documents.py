@@ -217,8 +217,10 @@ async def _stream_document_events(request: Request, pubsub, caller, doc_id: UUID
     event, data = _state_event(row)
     try:
         latest = await redis.get(latest_key(str(doc_id)))
-    except RedisError:
-        latest = None  # the stream still starts from the state in PostgreSQL
+    except RedisError as error:
+        # The stream still starts, from the state in PostgreSQL.
+        logger.warning("latest event unreadable document_id=%s error=%s", doc_id, type(error).__name__)
+        latest = None
     if event == "progress" and latest:
         event, data = parse_message(latest)
     await response.send(format_event(event, data))
