@@ -1,8 +1,8 @@
 """Embedded PostgreSQL (with pgvector) and Redis, started under the data folder when no URL is set.
 
 Every process of the platform (web workers, RQ workers, dashboard, tests) calls `ensure_postgres`
-and `ensure_redis`. The first caller starts the server under a file lock and records its URL in
-the data folder; later callers find it running and reuse it, so all processes share one server.
+and `ensure_redis`. The first caller starts the server under a file lock and records its port in
+the data folder. Later callers find it running and reuse it, so all processes share one server.
 """
 
 from __future__ import annotations

@@ -32,6 +32,11 @@ def publish_event(redis: Redis, document_id: str, event: str, data: dict) -> Non
 
 
 def progress_data(status: str, chunks_done: int, chunks_total: int) -> dict:
-    progress = 1.0 if status == "ready" else (chunks_done / chunks_total if chunks_total else 0.0)
+    if status == "ready":
+        progress = 1.0
+    elif chunks_total:
+        progress = chunks_done / chunks_total
+    else:
+        progress = 0.0
     return {"status": status, "progress": round(progress, 4), "chunks_done": chunks_done,
             "chunks_total": chunks_total}

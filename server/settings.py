@@ -108,8 +108,8 @@ def format_validation_error(error: ValidationError) -> str:
             lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
             continue
         name = ".".join(str(part) for part in item["loc"]).upper()
-        shown = "<hidden>" if any(word in name for word in SECRET_WORDS) else repr(item.get("input"))
-        lines.append(f"  {name}: {item['msg']} (got {shown})")
+        value_text = "<hidden>" if any(word in name for word in SECRET_WORDS) else repr(item.get("input"))
+        lines.append(f"  {name}: {item['msg']} (got {value_text})")
     return "\n".join(lines)
 
 

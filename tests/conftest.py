@@ -198,23 +198,21 @@ class Api:
                               json={"title": title, "text": text, "metadata": metadata or {}})
 
     def wait_for_document(self, user: dict, document_id: str, timeout: float = 240) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            document = self.http.get(f"/documents/{document_id}", headers=user["headers"]).json()
-            if document["status"] in ("ready", "failed"):
-                return document
-            time.sleep(0.3)
-        raise AssertionError(f"document {document_id} not ingested within {timeout} s")
+        return self._poll(f"/documents/{document_id}", user, ("ready", "failed"), timeout)
 
     def wait_for_job(self, user: dict, job_id: str, timeout: float = 60) -> dict:
         """Poll GET /jobs/{id} until the job finished or failed; the document may settle first."""
+        return self._poll(f"/jobs/{job_id}", user, ("finished", "failed"), timeout)
+
+    def _poll(self, path: str, user: dict, final_statuses: tuple[str, ...], timeout: float) -> dict:
+        """GET `path` until its `status` is one of `final_statuses`, and return that body."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            job = self.http.get(f"/jobs/{job_id}", headers=user["headers"]).json()
-            if job["status"] in ("finished", "failed"):
-                return job
+            body = self.http.get(path, headers=user["headers"]).json()
+            if body["status"] in final_statuses:
+                return body
             time.sleep(0.2)
-        raise AssertionError(f"job {job_id} not done within {timeout} s")
+        raise AssertionError(f"{path} did not reach {' or '.join(final_statuses)} within {timeout} s")
 
 
 @pytest.fixture

@@ -77,7 +77,8 @@ def test_streamed_chat_sends_meta_first_and_done_last(api, manuals):
     assert names[0] == "meta"
     assert names[-1] == "done"
     assert names.count("done") == 1
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
     text = "".join(data["text"] for name, data in events if name == "delta")
     assert text == events[-1][1]["message"]["content"]
 

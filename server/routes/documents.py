@@ -193,11 +193,11 @@ async def document_events(request: Request, document_id: str):
     pubsub = redis.pubsub()
     try:
         # Subscribe before reading the state again, so no event falls between the read and the
-        # subscription. Each open stream holds a Redis connection until it ends.
+        # subscription. Each open stream keeps one Redis connection until it ends.
         await pubsub.subscribe(channel_name(str(doc_id)))
     except RedisError as error:
         await pubsub.aclose()
-        logger.warning("events stream refused document_id=%s error=%s", doc_id, type(error).__name__)
+        logger.warning("events stream rejected document_id=%s error=%s", doc_id, type(error).__name__)
         raise ServiceUnavailable("Too many event streams are open; retry shortly.",
                                  headers={"Retry-After": "5"}) from None
     try:
