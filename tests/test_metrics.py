@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import math
 import re
 import socket
 import threading
 import time
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 
+from jobs import ingest
 from server import metrics
 from server.settings import Settings
 from tests.conftest import running_server
@@ -141,6 +146,42 @@ def test_disabled_metrics_send_nothing(receiver):
 ])
 def test_route_name_from_template(template, expected):
     assert metrics.route_name(template) == expected
+
+
+async def insert_document(database_url: str, text: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """Store a queued text document as an upload would, without enqueueing a job; return (tenant, document)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        tenant_id = await connection.fetchval("INSERT INTO tenants (name) VALUES ('Metrics ingestion') RETURNING id")
+        data = text.encode()
+        document_id = await connection.fetchval(
+            "INSERT INTO documents (tenant_id, title, content_type, bytes, content_sha256)"
+            " VALUES ($1, 'Metrics probe', 'text/plain', $2, $3) RETURNING id",
+            tenant_id, len(data), hashlib.sha256(data).hexdigest())
+        await connection.execute("INSERT INTO document_contents (document_id, tenant_id, data) VALUES ($1, $2, $3)",
+                                 document_id, tenant_id, data)
+    finally:
+        await connection.close()
+    return tenant_id, document_id
+
+
+def test_ingestion_sends_chunk_and_batch_metrics(receiver, db_url, monkeypatch):
+    text = " ".join(f"Sentence {index} explains how the platform measures ingestion." for index in range(150))
+    tenant_id, document_id = asyncio.run(insert_document(db_url, text))
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    metrics.configure(enabled_settings(receiver.port))
+    try:
+        # The job body as a work horse runs it, in this process; job=None skips the RQ bookkeeping.
+        summary = asyncio.run(ingest._ingest(None, document_id, tenant_id))
+    finally:
+        metrics.configure(Settings(enable_metrics=False))
+    assert summary["status"] == "ready"
+    lines = receiver.wait_for(has(f"{PREFIX}.ingestion.chunks", "c"), "ingested chunks counter")
+    assert values(lines, f"{PREFIX}.ingestion.chunks", "c") == [summary["chunks"]]
+    batch_timings = values(lines, f"{PREFIX}.ingestion.embedding_batch", "ms")
+    assert len(batch_timings) == math.ceil(summary["chunks"] / Settings().embedding_batch_size)
+    assert all(value > 0 for value in batch_timings)
+    assert values(lines, f"{PREFIX}.ingestion.chunks_per_second", "g")[0] > 0
 
 
 # A live two-worker server sending to the receiver.
