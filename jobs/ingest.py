@@ -19,8 +19,8 @@ from jobs import embedding
 from jobs.chunking import split_into_chunks
 from jobs.parsing import NO_TEXT_MESSAGE, DocumentParseError, extract_text
 from jobs.progress import progress_data, publish_event
-from server.cache import generation_key
 from server import metrics
+from server.cache import generation_key
 from server.logs import job_id_var
 from server.settings import get_settings
 

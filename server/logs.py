@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
 import re
 import sys
 import time
@@ -65,15 +66,19 @@ def message_fields(record: logging.LogRecord) -> tuple[str | None, dict]:
 
 
 def _field_value(literal: str, flags: str, kind: str, value):
+    text = f"%{flags}{kind}" % (value,)
     if literal:
-        return literal + f"%{flags}{kind}" % value
+        return literal + text
+    # NaN and infinity stay text, because JSON has no literal for them.
+    if isinstance(value, float) and not math.isfinite(value):
+        return text
     if kind in "eEfFgG" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(f"%{flags}{kind}" % value)
+        return float(text)
     if kind == "s" and (value is None or isinstance(value, (bool, int, float))):
         return value
     if kind in "di" and isinstance(value, int) and not isinstance(value, bool):
         return value
-    return f"%{flags}{kind}" % value
+    return text
 
 
 class KeyValueFormatter(logging.Formatter):

@@ -152,6 +152,14 @@ def test_json_entry_has_message_fields():
     assert "job_id" not in entry
 
 
+def test_json_entry_keeps_nan_and_tuples_valid():
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "measured seconds=%.1f pair=%s",
+                               (float("nan"), (1, 2)), None)
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["seconds"] == "nan"
+    assert entry["pair"] == "(1, 2)"
+
+
 def test_json_entry_without_fields_keeps_message():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "%d%% of %s", (50, "work"), None)
     entry = json.loads(JsonFormatter().format(record))
