@@ -19,6 +19,7 @@ from jobs import embedding
 from jobs.chunking import split_into_chunks
 from jobs.parsing import NO_TEXT_MESSAGE, DocumentParseError, extract_text
 from jobs.progress import progress_data, publish_event
+from server import metrics
 from server.cache import generation_key
 from server.logs import job_id_var
 from server.settings import get_settings
@@ -97,7 +98,8 @@ async def _ingest(job, document_id: UUID, tenant_id: UUID) -> dict:
         vectors = []
         batch = settings.embedding_batch_size
         for start in range(0, len(titled), batch):
-            vectors.append(embedding.encode(titled[start:start + batch], batch_size=batch))
+            with metrics.timed("ingestion.embedding_batch"):
+                vectors.append(embedding.encode(titled[start:start + batch], batch_size=batch))
             _report(job, document_id, "processing", min(start + batch, len(contents)), len(contents))
         embeddings = np.concatenate(vectors)
 
@@ -115,6 +117,7 @@ async def _ingest(job, document_id: UUID, tenant_id: UUID) -> dict:
         await connection.close()
 
     seconds = time.perf_counter() - started
+    metrics.record_ingestion(len(contents), seconds)
     if job is not None:
         # After the commit, so a search racing the write can only cache under the old generation.
         job.connection.incr(generation_key(tenant_id))

@@ -15,6 +15,7 @@ from rq import Worker
 
 from jobs import embedding
 from jobs.queues import WORKER_QUEUES
+from server import metrics
 from server.logs import configure_logging
 from server.services import export_service_urls
 from server.settings import get_settings
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 def main() -> None:
     settings = get_settings()
     configure_logging(settings)
+    metrics.configure(settings)
     _, redis_url = export_service_urls(settings)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     embedding.load_model()

@@ -14,7 +14,7 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 from sanic_ext import Extend
 
-from server import auth, ratelimit
+from server import auth, metrics, ratelimit
 from server.cache import SearchCache
 from server.database import create_database
 from server.errors import Unauthorized, install_error_handlers
@@ -38,6 +38,7 @@ UPLOAD_OVERHEAD_BYTES = 1024 * 1024
 def create_app(settings: Settings | None = None) -> Sanic:
     settings = settings or get_settings()
     configure_logging(settings)
+    metrics.configure(settings)
     app = Sanic(APP_NAME, dumps=dumps, configure_logging=False)
     app.config.REQUEST_MAX_SIZE = settings.max_upload_bytes + UPLOAD_OVERHEAD_BYTES
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.graceful_shutdown_timeout
@@ -70,7 +71,7 @@ async def open_resources(app: Sanic) -> None:
     redis_url = os.environ.get("REDIS_URL") or settings.redis_url
     if not database_url or not redis_url:
         database_url, redis_url = export_service_urls(settings)
-    app.ctx.db = create_database(settings, database_url)
+    app.ctx.db = metrics.TimedDatabase(create_database(settings, database_url))
     await app.ctx.db.connect()
     app.ctx.redis = aioredis.Redis.from_url(redis_url, max_connections=settings.redis_max_connections)
     # RQ is synchronous; its calls run in threads with their own small pool.
@@ -80,6 +81,7 @@ async def open_resources(app: Sanic) -> None:
     # Loading takes seconds; doing it in the background lets the worker acknowledge its start to
     # Sanic's manager in time. Query encodes queue behind it on the same thread.
     start_model_loading()
+    app.add_task(metrics.sample_gauges(app, settings.metrics_sample_seconds), name="metrics-sampler")
     logger.info("worker ready pool_max=%d", settings.db_pool_max)
 
 
@@ -96,6 +98,7 @@ async def begin_request(request: Request) -> None:
     request.ctx.request_id = incoming if REQUEST_ID_PATTERN.match(incoming) else uuid.uuid4().hex
     request_id_var.set(request.ctx.request_id)
     request.ctx.started = time.perf_counter()
+    metrics.start_batch()
     request.ctx.cache_status = None
     try:
         auth.authenticate(request)
@@ -115,8 +118,11 @@ async def finish_request(request: Request, response: HTTPResponse) -> None:
         response.headers["X-Cache"] = request.ctx.cache_status
     ratelimit.add_rate_limit_headers(request, response)
     started = getattr(request.ctx, "started", None)
+    seconds = time.perf_counter() - started if started else 0.0
     caller = getattr(request.ctx, "principal", None)
     route = request.route.path if request.route else "unmatched"
     logger.info("request done method=%s route=/%s status=%s duration_ms=%.1f user_id=%s",
-                request.method, route.lstrip("/"), response.status,
-                (time.perf_counter() - started) * 1000 if started else -1.0, caller.user_id if caller else "-")
+                request.method, route.lstrip("/"), response.status, seconds * 1000, caller.user_id if caller else "-")
+    metrics.note_response(request, response)
+    metrics.record_request(request, response.status, seconds)
+    metrics.flush_batch()

@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from server.jsonenc import dumps
+from server.metrics import record_cache_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class SearchCache:
         except RedisError as error:
             logger.warning("cache read failed kind=search error=%s", type(error).__name__)
             return None, None
+        record_cache_lookup("search", raw is not None)
         return (json.loads(raw) if raw else None), key
 
     async def put(self, key: str | None, value: dict) -> None:

@@ -35,6 +35,7 @@ from sanic.response import HTTPResponse
 
 from db import users as user_queries
 from server.errors import RateLimited
+from server.metrics import record_rate_limit
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -429,6 +430,7 @@ async def limit_request(request: Request) -> None:
         return
     buckets = await limiter.buckets_for(request)
     decision = await limiter.take(buckets)
+    record_rate_limit(decision)
     request.ctx.rate_limit = decision
     if not decision.allowed:
         retry_after = decision.retry_after()

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     ingestion_job_timeout: int = Field(1800, ge=10)
     dashboard_password: str | None = None
 
+    # Metrics: how often each web worker sends the pool, stream and queue gauges.
+    metrics_sample_seconds: float = Field(10.0, gt=0)
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:

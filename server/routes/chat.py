@@ -14,6 +14,7 @@ from db import chat as queries
 from server.auth import Principal, principal
 from server.chat.agent import answer_question
 from server.errors import NotFound
+from server.metrics import counts_open_stream
 from server.pagination import decode_cursor, page, parse_limit
 from server.ratelimit import stream_slot
 from server.sse import SSE_HEADERS, format_event
@@ -46,6 +47,7 @@ def wants_stream(request: Request, body: ChatBody) -> bool:
 @blueprint.post("/")
 @openapi.secured("token")
 @openapi.body({"application/json": ChatBody})
+@counts_open_stream
 async def chat(request: Request):
     caller = principal(request)
     body = parse_body(request, ChatBody)

@@ -23,6 +23,7 @@ from jobs.progress import TERMINAL_EVENTS, channel_name, latest_key, progress_da
 from jobs.queues import enqueue_ingestion
 from server.auth import principal
 from server.errors import NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType, ValidationFailed
+from server.metrics import counts_open_stream
 from server.pagination import decode_cursor, page, parse_limit
 from server.sse import PING, SSE_HEADERS, format_event, parse_message
 from server.validation import read_json, reject_unstorable_strings, validate
@@ -181,6 +182,7 @@ def _state_event(row: dict) -> tuple[str, dict]:
 
 @blueprint.get("/<document_id:str>/events")
 @openapi.secured("token")
+@counts_open_stream
 async def document_events(request: Request, document_id: str):
     """Stream `progress` events, then one `ready` or `failed` event, then end."""
     caller = principal(request)
