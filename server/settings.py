@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     ingestion_job_timeout: int = Field(1800, ge=10)
     dashboard_password: str | None = None
 
+    # Database roles: migrations run as this owner role; DATABASE_URL is the application's role.
+    database_admin_url: str | None = None
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
