@@ -25,6 +25,8 @@ ROLE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # that holds every tenant's usage (it reads tenant_usage_daily instead).
 OWNER_ONLY_RELATIONS = ("schema_migrations", "usage_daily")
 APP_FUNCTIONS = ("app_find_login(text)", "app_refresh_usage()")
+# Views that run as their owner; writing through them would skip the policies' WITH CHECK.
+READ_ONLY_RELATIONS = ("tenant_usage_daily", "tenant_chunks", "tenant_documents")
 
 
 def role_of(database_url: str) -> str | None:
@@ -47,6 +49,7 @@ async def grant_app_role(connection: asyncpg.Connection, role: str) -> None:
         f"GRANT USAGE ON SCHEMA public TO {quoted}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}",
         *(f"REVOKE ALL ON {relation} FROM {quoted}" for relation in OWNER_ONLY_RELATIONS),
+        *(f"REVOKE INSERT, UPDATE, DELETE ON {relation} FROM {quoted}" for relation in READ_ONLY_RELATIONS),
         *(f"GRANT EXECUTE ON FUNCTION {function} TO {quoted}" for function in APP_FUNCTIONS),
     ]
     for statement in statements:
