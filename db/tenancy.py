@@ -92,7 +92,7 @@ async def _rollback(transaction, raw: asyncpg.Connection) -> None:
         return
     try:
         await transaction.rollback()
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as error:
         # The pool resets the connection on release, which rolls back what is left.
         logger.warning("database rollback failed error=%s", type(error).__name__)
 

@@ -12,7 +12,9 @@ import pytest
 from databases import Database
 
 from db import documents as document_queries
-from db.roles import role_of
+from db import embedded
+from db.migrate import apply_migrations
+from db.roles import ensure_app_role, role_of
 from db.tenancy import DatabaseUnavailable, tenant_read, tenant_transaction, tenant_write
 from server.database import check_connection_budget, init_connection
 from server.settings import Settings
@@ -308,3 +310,60 @@ def test_server_start_refuses_oversized_pools(server_env):
                             timeout=120)
     assert result.returncode != 0
     assert "16 workers x (DB_POOL_SIZE 20 + DB_MAX_OVERFLOW 0) + 10 reserved = 330 connections" in result.stderr
+
+
+RESTART_DATA_DIR = ROOT / "var" / "test-restart"
+
+
+def _restart_postgres(data_dir) -> None:
+    """Restart the embedded server with its previous options (pg_ctl keeps them in postmaster.opts)."""
+    pgdata = data_dir.resolve() / "postgres"
+    # The server outlives pg_ctl, so it gets no pipe to hold open, and is not waited for here.
+    subprocess.run([str(embedded._postgres_binaries() / "pg_ctl"), "-D", str(pgdata), "-l", str(pgdata / "server.log"),
+                    "-m", "fast", "-W", "restart"],
+                   user=embedded._postgres_run_as(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   start_new_session=True, timeout=TEST_GUARD_SECONDS, check=True)
+
+
+def test_pool_recovers_after_postgres_restart():
+    """Reads during a restart fail with DatabaseUnavailable, never hang, and succeed once it is back."""
+    admin_url = embedded.ensure_postgres(RESTART_DATA_DIR)
+    try:
+        app_url = asyncio.run(ensure_app_role(admin_url, RESTART_DATA_DIR / "postgres_app.password"))
+        asyncio.run(apply_migrations(admin_url, role_of(app_url)))
+        urls = {"database_url": admin_url, "app_database_url": app_url}
+
+        async def run():
+            tenant = await _seed_tenant(admin_url, documents=2)
+            db = await _app_pool(urls, size=2, pool_timeout=2)
+            outcomes: list = []
+            restarted_at = None
+
+            async def read() -> None:
+                try:
+                    rows = await document_queries.list_documents(db, tenant_id=tenant, limit=10, status=None,
+                                                                 after=None)
+                    outcomes.append(len(rows))
+                except DatabaseUnavailable as error:
+                    outcomes.append(error)
+
+            try:
+                for number in range(TEST_GUARD_SECONDS * 10):
+                    if number == 5:
+                        await asyncio.to_thread(_restart_postgres, RESTART_DATA_DIR)
+                        restarted_at = len(outcomes)
+                    await asyncio.wait_for(read(), TEST_GUARD_SECONDS)
+                    if restarted_at is not None and outcomes[-5:] == [2] * 5 and len(outcomes) > restarted_at + 5:
+                        break
+                    await asyncio.sleep(0.1)
+            finally:
+                await db.disconnect()
+            return outcomes, restarted_at
+
+        outcomes, restarted_at = asyncio.run(run())
+    finally:
+        embedded.stop_postgres(RESTART_DATA_DIR)
+
+    assert outcomes[:restarted_at] == [2] * restarted_at
+    assert outcomes[-5:] == [2] * 5
+    assert all(outcome == 2 or isinstance(outcome, DatabaseUnavailable) for outcome in outcomes)
