@@ -23,11 +23,6 @@ EXACT_SCAN_MAX_CHUNKS = 20_000
 # Candidates read by the HNSW scan per query; higher is slower and closer to exact.
 HNSW_EF_SEARCH = 100
 HNSW_MAX_SCAN_TUPLES = 50_000
-HNSW_ITERATIVE_SCAN = "relaxed_order"
-# The HNSW scan stops as soon as it has this many rows that pass the tenant filter; the nearest
-# `limit` of them are returned. Stopping at `limit` instead keeps the first matches the graph
-# walk meets, which for a tenant with few chunks are often not the nearest.
-HNSW_CANDIDATES = 100
 
 HIT_COLUMNS = "c.id AS chunk_id, c.document_id, d.title AS document_title, c.content"
 
@@ -78,11 +73,9 @@ async def vector_search(db: Database, *, tenant_id: UUID, embedding: np.ndarray,
             values,
         )
         return as_dicts(records)
-    values["candidates"] = max(HNSW_CANDIDATES, limit)
     async with db.transaction():
-        await db.execute("SELECT set_config('hnsw.iterative_scan', :mode, true)", {"mode": HNSW_ITERATIVE_SCAN})
-        await db.execute("SELECT set_config('hnsw.ef_search', :ef, true)",
-                         {"ef": str(max(HNSW_EF_SEARCH, values["candidates"]))})
+        await db.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+        await db.execute("SELECT set_config('hnsw.ef_search', :ef, true)", {"ef": str(max(HNSW_EF_SEARCH, limit))})
         await db.execute("SELECT set_config('hnsw.max_scan_tuples', :tuples, true)",
                          {"tuples": str(HNSW_MAX_SCAN_TUPLES)})
         # relaxed_order may return rows slightly out of order, so the outer query sorts again.
@@ -90,9 +83,9 @@ async def vector_search(db: Database, *, tenant_id: UUID, embedding: np.ndarray,
             f"WITH nearest AS MATERIALIZED ("
             f" SELECT {HIT_COLUMNS}, c.embedding <=> :embedding AS distance"
             f" FROM chunks c JOIN documents d ON d.id = c.document_id"
-            f" WHERE {where} ORDER BY c.embedding <=> :embedding LIMIT :candidates)"
+            f" WHERE {where} ORDER BY c.embedding <=> :embedding LIMIT :limit)"
             f" SELECT chunk_id, document_id, document_title, content, 1 - distance AS similarity"
-            f" FROM nearest ORDER BY distance LIMIT :limit",
+            f" FROM nearest ORDER BY distance",
             values,
         )
     return as_dicts(records)

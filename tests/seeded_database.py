@@ -6,7 +6,9 @@ building the HNSW index), so a seeded database is kept and reused while its row 
 One tenant has 1% of the chunks, and each of the nine others has 11%.
 
 Two layouts of vectors exist. `clustered` draws each vector near one of TOPICS random topic
-centres, as sentence embeddings gather around subjects. `uniform` draws them uniformly on the
+centres, as sentence embeddings gather around subjects. Each tenant writes about its own
+TOPICS_PER_TENANT of them (tenants may share some), and a test query for a tenant lies near one
+of its topics. `uniform` draws them uniformly on the
 sphere, where in 384 dimensions every vector is nearly as far from a query as every other: the
 worst case for an approximate index, and unlike real embeddings.
 """
@@ -28,6 +30,7 @@ from db.roles import role_of
 SEEDED_DATABASE_PREFIX = "ragplatform_seeded_"
 LAYOUTS = ("clustered", "uniform")
 TOPICS = 200
+TOPICS_PER_TENANT = 20
 # Spread of a clustered vector around its topic centre, per dimension, before normalising. With
 # 0.05 in 384 dimensions a vector's cosine similarity to its centre is about 0.7.
 TOPIC_SPREAD = 0.05
@@ -81,11 +84,15 @@ def topic_centres() -> np.ndarray:
     return _normalised(np.random.default_rng(404).standard_normal((TOPICS, DIMENSIONS)))
 
 
-def random_unit_vectors(rng: np.random.Generator, count: int, layout: str) -> np.ndarray:
-    """Draw `count` unit vectors in the given layout; queries use the same as the stored chunks."""
+def tenant_topics(tenant_index: int) -> np.ndarray:
+    return np.random.default_rng(1000 + tenant_index).choice(TOPICS, size=TOPICS_PER_TENANT, replace=False)
+
+
+def random_unit_vectors(rng: np.random.Generator, count: int, layout: str, tenant_index: int) -> np.ndarray:
+    """Draw `count` unit vectors as the tenant's chunks lie; test queries are drawn the same way."""
     if layout == "uniform":
         return _normalised(rng.standard_normal((count, DIMENSIONS)))
-    centres = topic_centres()[rng.integers(0, TOPICS, size=count)]
+    centres = topic_centres()[rng.choice(tenant_topics(tenant_index), size=count)]
     return _normalised(centres + TOPIC_SPREAD * rng.standard_normal((count, DIMENSIONS)))
 
 
@@ -130,9 +137,9 @@ async def _seed(admin_url: str, layout: str) -> None:
         tenants = tenant_ids()
         await connection.executemany("INSERT INTO tenants (id, name) VALUES ($1, $2)",
                                      [(tenant, f"seeded {n}") for n, tenant in enumerate(tenants)])
-        for tenant, count in zip(tenants, chunk_counts()):
+        for tenant_index, (tenant, count) in enumerate(zip(tenants, chunk_counts())):
             documents, chunks = [], []
-            vectors = random_unit_vectors(rng, count, layout)
+            vectors = random_unit_vectors(rng, count, layout, tenant_index)
             for document_index in range(count // CHUNKS_PER_DOCUMENT):
                 document_id = uuid.uuid4()
                 created_at = now - timedelta(minutes=document_index)

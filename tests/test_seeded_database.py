@@ -133,7 +133,7 @@ def test_keyword_search_matches_through_gin_index(seeded):
 
 def test_vector_search_of_large_tenant_uses_indexes(seeded):
     tenant = seeded.large_tenants[2]
-    query = random_unit_vectors(np.random.default_rng(11), 1, "clustered")[0]
+    query = random_unit_vectors(np.random.default_rng(11), 1, "clustered", seeded.tenants.index(tenant))[0]
     plans = _plans_of(seeded, lambda db: chunk_queries.vector_search(db, tenant_id=tenant, embedding=query, limit=40))
     assert _sequential_scans(plans) == []
     assert "chunks_tenant_document_idx" in plans[-1]
@@ -171,14 +171,14 @@ def measure_filtered_recall(app_url: str, tenant: uuid.UUID, queries: np.ndarray
 
 
 def test_small_tenant_hnsw_recall_at_least_095(seeded):
-    queries = random_unit_vectors(np.random.default_rng(13), RECALL_QUERIES, "clustered")
+    queries = random_unit_vectors(np.random.default_rng(13), RECALL_QUERIES, "clustered", 0)
     recalls, walked_index = measure_filtered_recall(seeded.app_url, seeded.small_tenant, queries)
     assert walked_index
     assert float(np.mean(recalls)) >= 0.95, recalls
 
 
 def test_small_tenant_search_returns_only_its_chunks(seeded):
-    query = random_unit_vectors(np.random.default_rng(14), 1, "clustered")[0]
+    query = random_unit_vectors(np.random.default_rng(14), 1, "clustered", 0)[0]
 
     async def run():
         db = Database(seeded.app_url, min_size=1, max_size=1, init=init_connection)
