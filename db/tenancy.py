@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 # Used when the Database was built without `pool_timeout` (see server.database.create_database).
 DEFAULT_POOL_TIMEOUT_SECONDS = 5.0
-# What a 503 tells the client to wait before it tries again.
+# Seconds a 503's Retry-After header asks the client to wait before it retries.
 RETRY_AFTER_SECONDS = 1
 
 # Errors after which the connection is gone: a terminated backend, a server restart, a refused
@@ -132,7 +132,7 @@ async def _release(db: Database, connection) -> None:
         await connection.__aexit__(None, None, None)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as error:
         # The pool could not reset a lost connection and closed it, which frees its slot. The
-        # task's `databases` connection still thinks it holds it, so it is dropped, and the
+        # task's `databases` connection still counts it as acquired, so it is dropped, and the
         # task's next query takes a fresh one.
         logger.warning("database connection release failed error=%s", type(error).__name__)
         db._connection = None

@@ -1,7 +1,7 @@
 """Usage counts: search and chat events, and the per-day view that GET /usage reads.
 
-The materialized view usage_daily is refreshed CONCURRENTLY, so reads never wait for a refresh;
-the application refreshes it through app_refresh_usage(), which runs as the view's owner.
+The materialized view usage_daily is refreshed CONCURRENTLY, so reads never wait for a refresh.
+The application refreshes it through app_refresh_usage(), which runs as the view's owner.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def decode_day_cursor(request: Request) -> date | None:
 @blueprint.get("/")
 @openapi.secured("token")
 async def get_usage(request: Request):
-    """The tenant's totals and its counts per UTC day, newest first, as of the view's last refresh."""
+    """Return the tenant's totals and its counts per UTC day, newest first, as of the view's last refresh."""
     caller = principal(request)
     limit = parse_limit(request)
     rows = await queries.list_daily_usage(request.app.ctx.db, tenant_id=caller.tenant_id, limit=limit + 1,
