@@ -9,7 +9,7 @@ import pytest
 from databases import Database
 
 from db import documents as document_queries
-from db.tenancy import tenant_transaction
+from db.tenancy import TenantMismatch, tenant_transaction
 from server.database import init_connection
 
 TENANT_TABLES = ("tenants", "users", "documents", "document_contents", "chunks", "chat_sessions", "chat_messages",
@@ -186,3 +186,37 @@ def test_one_connection_pool_list_queries_filter_by_tenant(service_urls):
     owned = asyncio.run(_document_ids_by_tenant(service_urls["database_url"], tenants))
     for n, rows in enumerate(results):
         assert {row["id"] for row in rows} == owned[tenants[n % 2]]
+
+
+def test_query_for_other_tenant_inside_transaction_raises(service_urls):
+    async def run():
+        mine, theirs = await _seed_tenants(service_urls["database_url"], documents_each=1)
+        db = Database(service_urls["app_database_url"], min_size=1, max_size=1, init=init_connection)
+        await db.connect()
+        try:
+            async with tenant_transaction(db, mine):
+                await document_queries.list_documents(db, tenant_id=theirs, limit=5, status=None, after=None)
+        finally:
+            await db.disconnect()
+
+    with pytest.raises(TenantMismatch):
+        asyncio.run(run())
+
+
+def test_login_lookup_finds_one_user_without_tenant(service_urls):
+    """The SECURITY DEFINER lookup returns the user of that email, while the table shows nothing."""
+
+    async def run():
+        tenant, _ = await _seed_tenants(service_urls["database_url"], documents_each=0)
+        connection = await asyncpg.connect(service_urls["app_database_url"])
+        try:
+            found = await connection.fetch("SELECT tenant_id, email FROM app_find_login($1)",
+                                           f"{str(tenant).upper()}@EXAMPLE.COM")
+            visible = await connection.fetchval("SELECT count(*) FROM users")
+        finally:
+            await connection.close()
+        return tenant, found, visible
+
+    tenant, found, visible = asyncio.run(run())
+    assert [(row["tenant_id"], row["email"]) for row in found] == [(tenant, f"{tenant}@example.com")]
+    assert visible == 0
