@@ -8,10 +8,12 @@ from uuid import UUID
 from databases import Database
 
 from db.rows import as_dict, as_dicts
+from db.tenancy import tenant_read, tenant_write
 
 MESSAGE_COLUMNS = "id, role, content, citations, steps, usage, created_at"
 
 
+@tenant_write
 async def open_session(db: Database, *, tenant_id: UUID, user_id: UUID, session_key: str) -> dict:
     """Return the caller's session named `session_key`, creating it on first use."""
     record = await db.fetch_one(
@@ -24,6 +26,7 @@ async def open_session(db: Database, *, tenant_id: UUID, user_id: UUID, session_
     return as_dict(record)
 
 
+@tenant_read
 async def find_session(db: Database, *, tenant_id: UUID, user_id: UUID, session_key: str) -> dict | None:
     record = await db.fetch_one(
         "SELECT id, session_key, created_at, updated_at FROM chat_sessions"
@@ -33,6 +36,7 @@ async def find_session(db: Database, *, tenant_id: UUID, user_id: UUID, session_
     return as_dict(record)
 
 
+@tenant_write
 async def add_message(db: Database, *, tenant_id: UUID, session_id: UUID, role: str, content: str,
                       citations: list | None = None, steps: list | None = None, usage: dict | None = None) -> dict:
     record = await db.fetch_one(
@@ -46,6 +50,7 @@ async def add_message(db: Database, *, tenant_id: UUID, session_id: UUID, role: 
     return as_dict(record)
 
 
+@tenant_read
 async def list_sessions(db: Database, *, tenant_id: UUID, user_id: UUID, limit: int,
                         after: tuple[datetime, UUID] | None) -> list[dict]:
     """Return the user's sessions, most recently used first, strictly after the keyset `after`."""
@@ -63,6 +68,7 @@ async def list_sessions(db: Database, *, tenant_id: UUID, user_id: UUID, limit: 
     return as_dicts(records)
 
 
+@tenant_read
 async def list_messages(db: Database, *, tenant_id: UUID, session_id: UUID, limit: int,
                         after: tuple[datetime, UUID] | None) -> list[dict]:
     """Return the session's messages, oldest first, strictly after the keyset `after`."""

@@ -15,6 +15,7 @@ import numpy as np
 from databases import Database
 
 from db.rows import as_dicts
+from db.tenancy import tenant_read
 
 # Up to this many chunks in scope, an exact scan (about 20 ms for 20k chunks of 384
 # dimensions) beats the index and cannot miss a neighbour.
@@ -39,6 +40,7 @@ def _scope(tenant_id: UUID, document_ids: list[UUID] | None, metadata: dict | No
     return " AND ".join(conditions), values
 
 
+@tenant_read
 async def count_chunks_in_scope(db: Database, *, tenant_id: UUID, document_ids: list[UUID] | None,
                                 metadata: dict | None) -> int:
     conditions = ["tenant_id = :tenant_id", "status = 'ready'"]
@@ -54,6 +56,7 @@ async def count_chunks_in_scope(db: Database, *, tenant_id: UUID, document_ids: 
     )
 
 
+@tenant_read
 async def vector_search(db: Database, *, tenant_id: UUID, embedding: np.ndarray, limit: int,
                         document_ids: list[UUID] | None = None, metadata: dict | None = None,
                         exact_scan_max_chunks: int = EXACT_SCAN_MAX_CHUNKS) -> list[dict]:
@@ -88,6 +91,7 @@ async def vector_search(db: Database, *, tenant_id: UUID, embedding: np.ndarray,
     return as_dicts(records)
 
 
+@tenant_read
 async def keyword_search(db: Database, *, tenant_id: UUID, query: str, limit: int,
                          document_ids: list[UUID] | None = None, metadata: dict | None = None) -> list[dict]:
     """Return up to `limit` chunks matching any of the query's words, best full-text rank first.
@@ -97,17 +101,20 @@ async def keyword_search(db: Database, *, tenant_id: UUID, query: str, limit: in
     """
     where, values = _scope(tenant_id, document_ids, metadata)
     values.update({"query": query, "limit": limit})
+    # The tenant_* views let the match use the (tenant_id, tsv) index under row-level security;
+    # see db/migrations/0004_search_views.sql.
     records = await db.fetch_all(
         f"WITH q AS (SELECT to_tsquery('english', replace(plainto_tsquery('english', :query)::text, ' & ', ' | '))"
         f" AS query)"
         f" SELECT {HIT_COLUMNS}, ts_rank_cd(c.tsv, q.query) AS rank"
-        f" FROM q, chunks c JOIN documents d ON d.id = c.document_id"
+        f" FROM q, tenant_chunks c JOIN tenant_documents d ON d.id = c.document_id"
         f" WHERE {where} AND c.tsv @@ q.query ORDER BY rank DESC, c.id LIMIT :limit",
         values,
     )
     return as_dicts(records)
 
 
+@tenant_read
 async def document_chunks(db: Database, *, tenant_id: UUID, document_id: UUID, limit: int = 50) -> list[dict]:
     records = await db.fetch_all(
         "SELECT id AS chunk_id, ordinal, content FROM chunks"

@@ -8,6 +8,7 @@ from uuid import UUID
 from databases import Database
 
 from db.rows import as_dict, as_dicts
+from db.tenancy import tenant_read, tenant_write
 
 DOCUMENT_COLUMNS = (
     "id, title, status, error, content_type, bytes, content_sha256, chunk_count, metadata,"
@@ -15,6 +16,7 @@ DOCUMENT_COLUMNS = (
 )
 
 
+@tenant_write
 async def insert_document(db: Database, *, tenant_id: UUID, user_id: UUID, title: str, content_type: str,
                           data: bytes, content_sha256: str, metadata: dict, job_id: str) -> tuple[dict, bool]:
     """Insert a queued document with its bytes; return (document, created).
@@ -44,6 +46,7 @@ async def insert_document(db: Database, *, tenant_id: UUID, user_id: UUID, title
     return as_dict(record), True
 
 
+@tenant_read
 async def get_document(db: Database, *, tenant_id: UUID, document_id: UUID) -> dict | None:
     record = await db.fetch_one(
         f"SELECT {DOCUMENT_COLUMNS} FROM documents WHERE id = :id AND tenant_id = :tenant_id",
@@ -52,6 +55,7 @@ async def get_document(db: Database, *, tenant_id: UUID, document_id: UUID) -> d
     return as_dict(record)
 
 
+@tenant_read
 async def list_documents(db: Database, *, tenant_id: UUID, limit: int, status: str | None,
                          after: tuple[datetime, UUID] | None) -> list[dict]:
     """Return up to `limit` documents, newest first, strictly after the keyset `after`."""
@@ -71,6 +75,7 @@ async def list_documents(db: Database, *, tenant_id: UUID, limit: int, status: s
     return as_dicts(records)
 
 
+@tenant_write
 async def delete_document(db: Database, *, tenant_id: UUID, document_id: UUID) -> bool:
     """Delete a document; its bytes and chunks go with it through ON DELETE CASCADE."""
     deleted = await db.fetch_val(

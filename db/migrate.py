@@ -12,6 +12,8 @@ from pathlib import Path
 
 import asyncpg
 
+from db.roles import grant_app_role
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -23,8 +25,12 @@ def migration_files() -> list[Path]:
     return sorted(MIGRATIONS_DIR.glob("*.sql"))
 
 
-async def apply_migrations(database_url: str) -> list[str]:
-    """Apply pending migrations in file-name order; return the names applied by this call."""
+async def apply_migrations(database_url: str, app_role: str | None = None) -> list[str]:
+    """Apply pending migrations in file-name order; return the names applied by this call.
+
+    `database_url` is the owner's. When `app_role` names another role, it is granted the
+    application's rights on the tables afterwards.
+    """
     connection = await asyncpg.connect(database_url)
     applied: list[str] = []
     try:
@@ -42,6 +48,9 @@ async def apply_migrations(database_url: str) -> list[str]:
                 await connection.execute(path.read_text())
                 await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.name)
             applied.append(path.name)
+        owner = await connection.fetchval("SELECT current_user")
+        if app_role and app_role != owner:
+            await grant_app_role(connection, app_role)
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
         await connection.close()
@@ -50,13 +59,15 @@ async def apply_migrations(database_url: str) -> list[str]:
 
 def main() -> None:
     from server.logs import configure_logging
-    from server.services import resolve_service_urls
+    from db.roles import role_of
+    from server.services import resolve_admin_database_url, resolve_service_urls
     from server.settings import get_settings
 
     settings = get_settings()
     configure_logging(settings)
     database_url, _ = resolve_service_urls(settings)
-    applied = asyncio.run(apply_migrations(database_url))
+    admin_url = resolve_admin_database_url(settings, database_url)
+    applied = asyncio.run(apply_migrations(admin_url, role_of(database_url)))
     logger.info("migrations done applied=%d", len(applied))
 
 

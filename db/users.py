@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 from databases import Database
 
 from db.rows import as_dict
+from db.tenancy import run_in_tenant, tenant_read, tenant_write
 
 
 class EmailTaken(Exception):
@@ -15,12 +16,18 @@ class EmailTaken(Exception):
 
 
 async def create_tenant_with_admin(db: Database, *, tenant_name: str, email: str, password_hash: str) -> dict:
-    async with db.transaction():
-        tenant_id = await db.fetch_val("INSERT INTO tenants (name) VALUES (:name) RETURNING id", {"name": tenant_name})
-        user = await create_user(db, tenant_id=tenant_id, email=email, password_hash=password_hash, role="admin")
+    # The id is chosen here, so the transaction can name its tenant before the row exists.
+    tenant_id = uuid4()
+
+    async def create() -> dict:
+        await db.execute("INSERT INTO tenants (id, name) VALUES (:id, :name)", {"id": tenant_id, "name": tenant_name})
+        return await create_user(db, tenant_id=tenant_id, email=email, password_hash=password_hash, role="admin")
+
+    user = await run_in_tenant(db, tenant_id, create, idempotent=False)
     return {"tenant_id": tenant_id, "user_id": user["id"]}
 
 
+@tenant_write
 async def create_user(db: Database, *, tenant_id: UUID, email: str, password_hash: str, role: str) -> dict:
     try:
         record = await db.fetch_one(
@@ -35,13 +42,18 @@ async def create_user(db: Database, *, tenant_id: UUID, email: str, password_has
 
 
 async def find_user_for_login(db: Database, email: str) -> dict | None:
-    record = await db.fetch_one(
-        "SELECT id, tenant_id, email, role, password_hash FROM users WHERE lower(email) = lower(:email)",
-        {"email": email},
-    )
-    return as_dict(record)
+    """Find a user by email across tenants, through the one function that row-level security lets do so."""
+
+    async def find() -> dict | None:
+        record = await db.fetch_one(
+            "SELECT id, tenant_id, email, role, password_hash FROM app_find_login(:email)", {"email": email}
+        )
+        return as_dict(record)
+
+    return await run_in_tenant(db, None, find, idempotent=True)
 
 
+@tenant_read
 async def get_user_profile(db: Database, *, tenant_id: UUID, user_id: UUID) -> dict | None:
     record = await db.fetch_one(
         "SELECT u.id, u.email, u.role, t.id AS tenant_id, t.name AS tenant_name"
@@ -52,6 +64,7 @@ async def get_user_profile(db: Database, *, tenant_id: UUID, user_id: UUID) -> d
     return as_dict(record)
 
 
+@tenant_read
 async def get_tenant_settings(db: Database, *, tenant_id: UUID) -> dict | None:
     """Return the tenant's `settings` object, or None when the tenant does not exist."""
     return await db.fetch_val("SELECT settings FROM tenants WHERE id = :tenant_id", {"tenant_id": tenant_id})

@@ -15,18 +15,20 @@ from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
 from db.migrate import apply_migrations
+from db.roles import role_of
 from server.app import create_app
-from server.database import check_connection_budget
+from server.database import check_app_role, check_connection_budget
 from server.logs import configure_logging
-from server.services import export_development_jwt_secret, export_service_urls
+from server.services import export_development_jwt_secret, export_service_urls, resolve_admin_database_url
 from server.settings import get_settings, load_settings
 
 logger = logging.getLogger(__name__)
 
 
-async def prepare_database(database_url: str, settings, workers: int) -> None:
-    await apply_migrations(database_url)
+async def prepare_database(admin_url: str, database_url: str, settings, workers: int) -> None:
+    await apply_migrations(admin_url, role_of(database_url))
     await check_connection_budget(database_url, settings, workers)
+    await check_app_role(database_url)
 
 
 def main() -> None:
@@ -35,7 +37,8 @@ def main() -> None:
     if export_development_jwt_secret(settings):
         settings = load_settings()
     database_url, _ = export_service_urls(settings)
-    asyncio.run(prepare_database(database_url, settings, settings.backend_workers))
+    admin_url = resolve_admin_database_url(settings, database_url)
+    asyncio.run(prepare_database(admin_url, database_url, settings, settings.backend_workers))
 
     loader = AppLoader(factory=partial(create_app, settings))
     app = loader.load()

@@ -21,7 +21,7 @@ from server.errors import Unauthorized, install_error_handlers
 from server.jsonenc import dumps
 from server.logs import configure_logging, request_id_var
 from server.routes import auth as auth_routes
-from server.routes import chat, docs, documents, health, jobs, search, users
+from server.routes import chat, docs, documents, health, jobs, search, usage, users
 from server.search import start_model_loading
 from server.services import export_service_urls
 from server.settings import Settings, get_settings
@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
 
     for blueprint in (docs.blueprint, health.blueprint, auth_routes.blueprint, users.blueprint, documents.blueprint,
-                      jobs.blueprint, search.blueprint, chat.blueprint):
+                      jobs.blueprint, search.blueprint, chat.blueprint, usage.blueprint):
         app.blueprint(blueprint)
     install_error_handlers(app)
     app.register_middleware(begin_request, "request")

@@ -13,6 +13,7 @@ from sanic import Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.response import HTTPResponse, json
 
+from db.tenancy import DatabaseUnavailable
 from server.logs import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,11 @@ def install_error_handlers(app: Sanic) -> None:
     async def handle_api_error(request: Request, error: ApiError) -> HTTPResponse:
         return error_response(request, error.status, error.code, error.message, details=error.details,
                               headers=error.headers)
+
+    @app.exception(DatabaseUnavailable)
+    async def handle_database_unavailable(request: Request, error: DatabaseUnavailable) -> HTTPResponse:
+        return error_response(request, 503, ServiceUnavailable.code, error.message,
+                              headers={"Retry-After": str(error.retry_after)})
 
     @app.exception(SanicException)
     async def handle_sanic_error(request: Request, error: SanicException) -> HTTPResponse:

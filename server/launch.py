@@ -21,8 +21,9 @@ import httpx
 
 from db import embedded
 from db.migrate import apply_migrations
+from db.roles import role_of
 from server.logs import configure_logging
-from server.services import export_service_urls
+from server.services import export_service_urls, resolve_admin_database_url
 from server.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,7 +124,7 @@ def main() -> None:
     embedded_services = settings.database_url is None, settings.redis_url is None
     database_url, redis_url = export_service_urls(settings)
     print(f"PostgreSQL: {database_url.split('@')[-1]}  Redis: {redis_url.split('@')[-1]}")
-    asyncio.run(apply_migrations(database_url))
+    asyncio.run(apply_migrations(resolve_admin_database_url(settings, database_url), role_of(database_url)))
 
     started = start_processes(read_procfile(ROOT / "Procfile"), Path(settings.data_dir) / "logs")
     url = f"http://127.0.0.1:{settings.backend_port}"

@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from db import embedded
+from db import embedded, roles
 from server.settings import PLACEHOLDER_JWT_SECRETS, Settings
+
+logger = logging.getLogger(__name__)
+
+# The generated password of the embedded PostgreSQL's application role, under DATA_DIR.
+APP_ROLE_PASSWORD_FILE = "postgres_app.password"
 
 
 def resolve_service_urls(settings: Settings) -> tuple[str, str]:
-    """Return (database_url, redis_url), starting the embedded servers for any URL left unset."""
+    """Return (database_url, redis_url), starting the embedded servers for any URL left unset.
+
+    For the embedded PostgreSQL, database_url is the application role's, created on first use.
+    """
     database_url = settings.database_url
     redis_url = settings.redis_url
-    if database_url is None or redis_url is None:
-        if database_url is None:
-            database_url = embedded.ensure_postgres(settings.data_dir)
-        if redis_url is None:
-            redis_url = embedded.ensure_redis(settings.data_dir)
+    if database_url is None:
+        admin_url = embedded.ensure_postgres(settings.data_dir)
+        database_url = _run_async(roles.ensure_app_role(admin_url, Path(settings.data_dir) / APP_ROLE_PASSWORD_FILE))
+    if redis_url is None:
+        redis_url = embedded.ensure_redis(settings.data_dir)
     return database_url, redis_url
+
+
+def resolve_admin_database_url(settings: Settings, database_url: str) -> str:
+    """Return the URL that migrations use: DATABASE_ADMIN_URL, the embedded superuser, or DATABASE_URL."""
+    if settings.database_admin_url:
+        return settings.database_admin_url
+    if settings.database_url is None:
+        return embedded.ensure_postgres(settings.data_dir)
+    logger.warning("database admin url unset, migrating as the application role role=%s", roles.role_of(database_url))
+    return database_url
+
+
+def _run_async(coroutine):
+    """Run a coroutine to its end from synchronous code, even when an event loop runs in this thread."""
+    with ThreadPoolExecutor(max_workers=1) as runner:
+        return runner.submit(asyncio.run, coroutine).result()
 
 
 def export_service_urls(settings: Settings) -> tuple[str, str]:

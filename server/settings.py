@@ -77,6 +77,8 @@ class Settings(BaseSettings):
 
     # Metrics: how often each web worker sends the pool, stream and queue gauges.
     metrics_sample_seconds: float = Field(10.0, gt=0)
+    # Database roles: migrations run as this owner role; DATABASE_URL is the application's role.
+    database_admin_url: str | None = None
 
     @field_validator("log_level")
     @classmethod

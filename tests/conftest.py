@@ -24,6 +24,7 @@ import redis
 
 from db import embedded
 from db.migrate import apply_migrations
+from db.roles import ensure_app_role, role_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_DIR = ROOT / "var" / "test"
@@ -44,11 +45,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def service_urls() -> dict:
-    """URLs of the test PostgreSQL and Redis; embedded ones are stopped when the session ends."""
+    """URLs of the test PostgreSQL and Redis; embedded ones are stopped when the session ends.
+
+    `database_url` is the owner's, for fixtures that seed or inspect any tenant's rows;
+    `app_database_url` is the application role's, which row-level security applies to.
+    """
     database_url = os.environ.get("TEST_DATABASE_URL") or embedded.ensure_postgres(TEST_DATA_DIR)
     redis_url = os.environ.get("TEST_REDIS_URL") or embedded.ensure_redis(TEST_DATA_DIR)
-    asyncio.run(apply_migrations(database_url))
-    yield {"database_url": database_url, "redis_url": redis_url}
+    app_database_url = asyncio.run(ensure_app_role(database_url, TEST_DATA_DIR / "postgres_app.password"))
+    asyncio.run(apply_migrations(database_url, role_of(app_database_url)))
+    yield {"database_url": database_url, "app_database_url": app_database_url, "redis_url": redis_url}
     try:
         if not os.environ.get("TEST_DATABASE_URL"):
             embedded.stop_postgres(TEST_DATA_DIR)
@@ -63,7 +69,8 @@ def service_urls() -> dict:
 def server_env(service_urls) -> dict:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "REDIS_"))}
     env.update({
-        "DATABASE_URL": service_urls["database_url"],
+        "DATABASE_URL": service_urls["app_database_url"],
+        "DATABASE_ADMIN_URL": service_urls["database_url"],
         "REDIS_URL": service_urls["redis_url"],
         "ENVIRONMENT": "test",
         "JWT_SECRET": "test-secret-" + uuid.uuid4().hex,

@@ -11,6 +11,7 @@ from sanic_ext.extensions.openapi import openapi
 from sanic.response import json
 
 from db import chat as queries
+from db import usage
 from server.auth import Principal, principal
 from server.chat.agent import answer_question
 from server.errors import NotFound
@@ -51,6 +52,7 @@ def wants_stream(request: Request, body: ChatBody) -> bool:
 async def chat(request: Request):
     caller = principal(request)
     body = parse_body(request, ChatBody)
+    await usage.record_event(request.app.ctx.db, tenant_id=caller.tenant_id, kind="chat")
     if not wants_stream(request, body):
         return json(await _answer(request, caller, body))
     # The slot is taken before the answer is computed, so a user over the cap costs no search.

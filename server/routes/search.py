@@ -11,6 +11,7 @@ from sanic import Blueprint, Request
 from sanic_ext.extensions.openapi import openapi
 from sanic.response import json
 
+from db import usage
 from server.auth import principal
 from server.search import SearchRequest, elapsed_ms, search
 from server.validation import parse_body
@@ -53,6 +54,7 @@ async def search_chunks(request: Request):
     started = time.perf_counter()
     caller = principal(request)
     body = parse_body(request, SearchBody)
+    await usage.record_event(request.app.ctx.db, tenant_id=caller.tenant_id, kind="search")
     search_request = SearchRequest(
         tenant_id=caller.tenant_id, query=body.query.strip() or body.query, limit=body.limit, mode=body.mode,
         document_ids=parse_ids(body.document_ids), metadata=body.metadata,
