@@ -13,6 +13,7 @@ from functools import partial
 
 from sanic import Sanic
 from sanic.worker.loader import AppLoader
+from sanic.worker.manager import WorkerManager
 
 from db.migrate import apply_migrations
 from db.roles import role_of
@@ -23,6 +24,11 @@ from server.services import export_development_jwt_secret, export_service_urls, 
 from server.settings import get_settings, load_settings
 
 logger = logging.getLogger(__name__)
+
+# Sanic counts this in tenths of a second and gives up on workers that have not acknowledged
+# their start by then. Its default of 30 s is too short for several workers importing the
+# stack on a 2-core machine that is busy with an ingestion job.
+WORKER_START_TIMEOUT_TENTHS = 1200
 
 
 async def prepare_database(admin_url: str, database_url: str, settings, workers: int) -> None:
@@ -40,6 +46,7 @@ def main() -> None:
     admin_url = resolve_admin_database_url(settings, database_url)
     asyncio.run(prepare_database(admin_url, database_url, settings, settings.backend_workers))
 
+    WorkerManager.THRESHOLD = WORKER_START_TIMEOUT_TENTHS
     loader = AppLoader(factory=partial(create_app, settings))
     app = loader.load()
     app.prepare(host=settings.backend_host, port=settings.backend_port, workers=settings.backend_workers,
