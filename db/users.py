@@ -55,3 +55,10 @@ async def get_user_profile(db: Database, *, tenant_id: UUID, user_id: UUID) -> d
 async def get_tenant_settings(db: Database, *, tenant_id: UUID) -> dict | None:
     """Return the tenant's `settings` object, or None when the tenant does not exist."""
     return await db.fetch_val("SELECT settings FROM tenants WHERE id = :tenant_id", {"tenant_id": tenant_id})
+
+
+async def list_tenant_settings(db: Database, *, limit: int) -> list[dict]:
+    """Return `id` and `settings` of up to `limit` tenants, the most recently created first."""
+    records = await db.fetch_all("SELECT id, settings FROM tenants ORDER BY created_at DESC LIMIT :limit",
+                                 {"limit": limit})
+    return [as_dict(record) for record in records]

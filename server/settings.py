@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     ingestion_job_timeout: int = Field(1800, ge=10)
     dashboard_password: str | None = None
 
+    # Caching and overload: requests one worker holds at most before it answers 503 (0: no limit),
+    # and the Retry-After of that 503.
+    max_in_flight_requests: int = Field(100, ge=0)
+    overload_retry_after_seconds: int = Field(1, ge=1)
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
