@@ -2,9 +2,9 @@
 
 Each entry is stored with the generation of its scope (a tenant for search results, a user for
 profiles and roles). Changing the scope's data bumps its counter after the change commits, so an
-entry stored under an older generation reads as a miss: invalidation is one INCR, and a read that
-raced a write can only store its stale value under the generation it read before computing, which
-no later read accepts. The counter and the entry are read together in one MGET.
+entry stored under an older generation reads as a miss, and invalidation is one INCR. A read that
+raced a write stores its stale value under the generation it read before computing, which no
+later read accepts. The counter and the entry are read together in one MGET.
 
 A cold key is computed once across workers and instances (single flight). Within a worker,
 concurrent requests for one key share one lookup. Across workers, the first lookup takes a short
@@ -45,7 +45,7 @@ EMBEDDING_TTL_SECONDS = 7 * 24 * 3600
 REDIS_TIMEOUT_SECONDS = 0.5
 REDIS_RETRY_SECONDS = 1.0
 FAILURE_LOG_INTERVAL_SECONDS = 60.0
-# The first request on a cold key holds the lock this long at most; the others wait as long for
+# The first request on a cold key keeps the lock this long at most. The others wait as long for
 # its value, then compute the value themselves.
 SINGLE_FLIGHT_LOCK_SECONDS = 5.0
 SINGLE_FLIGHT_FIRST_POLL_SECONDS = 0.005
@@ -55,12 +55,12 @@ GENERATION_SEPARATOR = b"|"
 
 
 def generation_key(tenant_id: UUID) -> str:
-    """The counter of a tenant's search results, bumped after each change to its documents."""
+    """Return the key of the counter that each change to the tenant's documents bumps."""
     return f"cache:search:generation:{tenant_id}"
 
 
 def user_generation_key(user_id: UUID) -> str:
-    """The counter of a user's cached profile and role, bumped after each change to the user."""
+    """Return the key of the counter that each change to the user bumps, for its profile and role."""
     return f"cache:user:generation:{user_id}"
 
 
@@ -74,7 +74,7 @@ def digest(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Codec:
-    """How a kind of value is turned into bytes for Redis and back."""
+    """The conversion of one kind of value to bytes for Redis and back."""
 
     encode: Callable[[Any], bytes]
     decode: Callable[[bytes], Any]
@@ -85,7 +85,7 @@ JSON_CODEC = Codec(encode=lambda value: dumps(value).encode(), decode=json.loads
 
 @dataclass(frozen=True)
 class Entry:
-    """Where a value is cached: its kind (for logs and counters), key, TTL and generation counter."""
+    """The location of a cached value: its kind (for logs and counters), key, TTL and generation counter."""
 
     kind: str
     key: str
@@ -136,7 +136,7 @@ class Cache:
                      user_generation_key(user_id))
 
     def embedding_entry(self, model: str, text: str, codec: Codec) -> Entry:
-        # The key holds a hash of the text only, and the vector depends on nothing but the text, so
+        # The key contains a hash of the text only, and the vector depends on nothing but the text, so
         # tenants that send the same query share the entry without seeing anything of each other.
         text_hash = hashlib.sha256(text.encode()).hexdigest()
         return Entry("embedding", f"cache:embedding:{model}:{text_hash}", EMBEDDING_TTL_SECONDS, codec=codec)
@@ -163,7 +163,7 @@ class Cache:
         return await self._lead_lookup(entry, compute)
 
     async def _lead_lookup(self, entry: Entry, compute: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
-        """Look the key up for every request of this worker that asks for it meanwhile."""
+        """Look the key up on behalf of every request of this worker that requests it meanwhile."""
         lookup = asyncio.get_running_loop().create_future()
         self._lookups[entry.key] = lookup
         try:
@@ -235,8 +235,10 @@ class Cache:
             if value is not None:
                 return value
             if not await self.redis.exists(lock_key(entry)):
-                # The holder failed or its value was invalidated at once: compute it here.
-                return None
+                # The holder stored its value between the two reads, or failed: compute it here
+                # only in the second case.
+                _, value = await self._read(entry)
+                return value
             delay = min(delay * 2, SINGLE_FLIGHT_MAX_POLL_SECONDS)
         return None
 
@@ -305,7 +307,7 @@ def lock_key(entry: Entry) -> str:
 
 
 def cache_status(from_cache: bool | None) -> str | None:
-    """The X-Cache value: hit, miss, or None when caching is off."""
+    """Return the X-Cache value: hit, miss, or None when caching is off."""
     if from_cache is None:
         return None
     return "hit" if from_cache else "miss"

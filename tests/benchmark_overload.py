@@ -10,6 +10,9 @@ query and runs both rankings. For each server, one after the other:
 2. overload: requests arrive at twice that rate, each on schedule whatever the server does
    (an open loop), for `--seconds`.
 
+The servers take turns for `--rounds` rounds, so that a change in the machine's load shows as a
+difference between rounds instead of between servers.
+
 Goodput counts 200 responses that took at most `--slo` seconds. It prints goodput, the ratio of
 overload goodput to peak goodput, the 503 count and the latency of admitted requests.
 """
@@ -119,7 +122,8 @@ def describe(label: str, peak: Phase, overload: Phase, slo: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=15, help="length of each phase (default 15)")
+    parser.add_argument("--seconds", type=float, default=10, help="length of each phase (default 10)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per server (default 2)")
     parser.add_argument("--concurrency", type=int, default=4, help="clients in the peak phase (default 4)")
     parser.add_argument("--max-in-flight", type=int, default=4,
                         help="MAX_IN_FLIGHT_REQUESTS of the shedding server (default 4)")
@@ -146,14 +150,17 @@ def main() -> None:
     try:
         for base_url, process in servers.values():
             wait_until_ready(base_url, process)
+        headers = {label: register(base_url) for label, (base_url, _) in servers.items()}
         for label, (base_url, _) in servers.items():
-            headers = register(base_url)
-            asyncio.run(closed_loop(base_url, headers, args.concurrency, 3))
-            peak = asyncio.run(closed_loop(base_url, headers, args.concurrency, args.seconds))
-            time.sleep(SETTLE_SECONDS)
-            overload = asyncio.run(open_loop(base_url, headers, 2 * peak.count(200) / peak.seconds, args.seconds))
-            describe(label, peak, overload, args.slo)
-            time.sleep(SETTLE_SECONDS)
+            asyncio.run(closed_loop(base_url, headers[label], args.concurrency, 3))
+        for round_number in range(1, args.rounds + 1):
+            for label, (base_url, _) in servers.items():
+                peak = asyncio.run(closed_loop(base_url, headers[label], args.concurrency, args.seconds))
+                time.sleep(SETTLE_SECONDS)
+                overload = asyncio.run(open_loop(base_url, headers[label], 2 * peak.count(200) / peak.seconds,
+                                                 args.seconds))
+                describe(f"round {round_number}, {label}", peak, overload, args.slo)
+                time.sleep(SETTLE_SECONDS)
         print(f"(1 worker per server, {os.cpu_count()} CPUs, {args.seconds:.0f} s phases, goodput within "
               f"{args.slo:.1f} s, MAX_IN_FLIGHT_REQUESTS={args.max_in_flight} when shedding)")
     finally:
