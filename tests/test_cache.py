@@ -11,6 +11,7 @@ import asyncio
 import time
 import uuid
 
+import asyncpg
 import httpx
 import pytest
 import redis
@@ -268,3 +269,23 @@ def test_disabled_cache_stores_nothing(server_env):
             assert all("X-Cache" not in response.headers for response in profiles + searches)
             assert [response.json()["cached"] for response in searches] == [False] * 3
             assert not list(client.scan_iter(match="cache:*"))
+
+
+def test_admin_check_reads_stored_role(cache_api, db_url):
+    admin = cache_api.register()
+
+    async def demote() -> None:
+        connection = await asyncpg.connect(db_url)
+        try:
+            await connection.execute("UPDATE users SET role = 'member' WHERE id = $1", uuid.UUID(admin["user_id"]))
+        finally:
+            await connection.close()
+
+    # The token still says admin; the stored role, read on the first check, says member.
+    asyncio.run(demote())
+    response = cache_api.http.post("/users", headers=admin["headers"],
+                                   json={"email": f"new-{uuid.uuid4().hex[:8]}@example.com",
+                                         "password": "correct-horse-battery"})
+
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
