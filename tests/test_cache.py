@@ -281,7 +281,7 @@ def test_admin_check_reads_stored_role(cache_api, db_url):
         finally:
             await connection.close()
 
-    # The token still says admin; the stored role, read on the first check, says member.
+    # The token still carries the admin role, but the stored role that the check reads is member.
     asyncio.run(demote())
     response = cache_api.http.post("/users", headers=admin["headers"],
                                    json={"email": f"new-{uuid.uuid4().hex[:8]}@example.com",
