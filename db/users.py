@@ -68,3 +68,10 @@ async def get_user_profile(db: Database, *, tenant_id: UUID, user_id: UUID) -> d
 async def get_tenant_settings(db: Database, *, tenant_id: UUID) -> dict | None:
     """Return the tenant's `settings` object, or None when the tenant does not exist."""
     return await db.fetch_val("SELECT settings FROM tenants WHERE id = :tenant_id", {"tenant_id": tenant_id})
+
+
+async def list_tenant_settings(db: Database, *, limit: int) -> list[dict]:
+    """Return `id` and `settings` of up to `limit` tenants, the most recently created first."""
+    # Runs before any tenant is known, so it reads through a function that row-level security allows.
+    records = await db.fetch_all("SELECT id, settings FROM app_recent_tenant_settings(:limit)", {"limit": limit})
+    return [as_dict(record) for record in records]

@@ -14,8 +14,8 @@ from sanic import Request, Sanic
 from sanic.response import HTTPResponse
 from sanic_ext import Extend
 
-from server import auth, metrics, ratelimit
-from server.cache import SearchCache
+from server import auth, metrics, overload, ratelimit
+from server.cache import Cache
 from server.database import create_database
 from server.errors import Unauthorized, install_error_handlers
 from server.jsonenc import dumps
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
                       jobs.blueprint, search.blueprint, chat.blueprint, usage.blueprint):
         app.blueprint(blueprint)
     install_error_handlers(app)
+    overload.install(app, settings)
     app.register_middleware(begin_request, "request")
     app.register_middleware(finish_request, "response")
     app.register_listener(open_resources, "before_server_start")
@@ -76,8 +77,12 @@ async def open_resources(app: Sanic) -> None:
     app.ctx.redis = aioredis.Redis.from_url(redis_url, max_connections=settings.redis_max_connections)
     # RQ is synchronous; its calls run in threads with their own small pool.
     app.ctx.sync_redis = sync_redis.Redis.from_url(redis_url, max_connections=settings.redis_max_connections)
-    app.ctx.search_cache = SearchCache(app.ctx.redis, settings.cache_search_results_ttl, settings.cache_enabled)
+    app.ctx.cache = Cache.connect(redis_url, settings)
     app.ctx.rate_limiter = ratelimit.RateLimiter.connect(redis_url, settings) if settings.rate_limit_enabled else None
+    if app.ctx.rate_limiter is not None:
+        # Every authenticated request needs its tenant's limits.
+        warmed = await app.ctx.rate_limiter.tenant_limits.warm(app.ctx.db)
+        logger.info("tenant rate limits warmed tenants=%d", warmed)
     # Loading takes seconds; doing it in the background lets the worker acknowledge its start to
     # Sanic's manager in time. Query encodes queue behind it on the same thread.
     start_model_loading()
@@ -89,6 +94,7 @@ async def close_resources(app: Sanic) -> None:
     await app.ctx.db.disconnect()
     await app.ctx.redis.aclose()
     app.ctx.sync_redis.close()
+    await app.ctx.cache.close()
     if app.ctx.rate_limiter is not None:
         await app.ctx.rate_limiter.close()
 

@@ -12,6 +12,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sanic import Request
 
+from db import users as user_queries
 from server.errors import Unauthorized
 
 JWT_ALGORITHM = "HS256"
@@ -86,3 +87,34 @@ def authenticate(request: Request) -> None:
 
 def principal(request: Request) -> Principal:
     return request.ctx.principal
+
+
+async def load_profile(request: Request, caller: Principal) -> tuple[dict | None, bool | None]:
+    """Return the caller's profile (None when the user no longer exists) and whether it came from the cache.
+
+    Cached for CACHE_USER_PROFILE_TTL, until `Cache.invalidate_user` is called for the user.
+    """
+    cache = request.app.ctx.cache
+
+    async def compute() -> dict | None:
+        return await user_queries.get_user_profile(request.app.ctx.db, tenant_id=caller.tenant_id,
+                                                   user_id=caller.user_id)
+
+    return await cache.get_or_compute(cache.profile_entry(caller.tenant_id, caller.user_id), compute)
+
+
+async def current_role(request: Request, caller: Principal) -> str | None:
+    """Return the caller's role as stored now, or None when the user no longer exists.
+
+    The token's role claim is the role at login. Permission checks read the stored role instead,
+    cached for CACHE_PERMISSIONS_TTL, so that a changed role takes effect without a new login.
+    """
+    cache = request.app.ctx.cache
+
+    async def compute() -> dict:
+        profile = await user_queries.get_user_profile(request.app.ctx.db, tenant_id=caller.tenant_id,
+                                                      user_id=caller.user_id)
+        return {"role": profile["role"] if profile else None}
+
+    value, _ = await cache.get_or_compute(cache.role_entry(caller.tenant_id, caller.user_id), compute)
+    return value["role"]

@@ -259,11 +259,27 @@ class TenantLimits:
         if cached is not None and cached[0] > now:
             return cached[1]
         limits = await self._load(db, tenant_id)
+        self._remember(tenant_id, limits, now)
+        return limits
+
+    async def warm(self, db: Database) -> int:
+        """Load the limits of up to `max_entries` tenants in one query, so first requests skip it; return the count."""
+        try:
+            rows = await user_queries.list_tenant_settings(db, limit=self.max_entries)
+        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as error:
+            logger.warning("tenant rate limits not warmed error=%s", type(error).__name__)
+            return 0
+        now = time.monotonic()
+        # Oldest first, so that the most recently created tenants are the last ones evicted.
+        for row in reversed(rows):
+            self._remember(row["id"], self._limits_from(row["settings"] or {}, row["id"]), now)
+        return len(rows)
+
+    def _remember(self, tenant_id: UUID, limits: tuple[int, int], now: float) -> None:
         self._entries[tenant_id] = (now + self.ttl, limits)
         self._entries.move_to_end(tenant_id)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
-        return limits
 
     async def _load(self, db: Database, tenant_id: UUID) -> tuple[int, int]:
         try:
@@ -273,6 +289,9 @@ class TenantLimits:
             logger.warning("tenant rate limits not loaded, using defaults tenant_id=%s error=%s",
                            tenant_id, type(error).__name__)
             return self.per_minute, self.per_hour
+        return self._limits_from(settings, tenant_id)
+
+    def _limits_from(self, settings: dict, tenant_id: UUID) -> tuple[int, int]:
         return (self._positive(settings, "rate_limit_per_minute", self.per_minute, tenant_id),
                 self._positive(settings, "rate_limit_per_hour", self.per_hour, tenant_id))
 

@@ -14,6 +14,7 @@ from databases import Database
 
 from db import chunks as queries
 from jobs import embedding
+from server.cache import Cache, Codec
 
 # The constant of reciprocal rank fusion: score = sum of 1 / (RRF_K + rank) over the rankings.
 RRF_K = 60
@@ -47,10 +48,21 @@ def start_model_loading() -> None:
     _encoder.submit(_load_and_warm_up)
 
 
-async def embed_query(text: str) -> np.ndarray:
-    loop = asyncio.get_running_loop()
-    vectors = await loop.run_in_executor(_encoder, embedding.encode, [text])
-    return vectors[0]
+EMBEDDING_CODEC = Codec(encode=lambda vector: np.asarray(vector, dtype=np.float32).tobytes(),
+                        decode=lambda raw: np.frombuffer(raw, dtype=np.float32))
+
+
+async def embed_query(text: str, tenant_id: UUID, cache: Cache | None = None) -> np.ndarray:
+    """Encode the query, or read its vector from the cache when one is given."""
+    async def encode() -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        vectors = await loop.run_in_executor(_encoder, embedding.encode, [text])
+        return vectors[0]
+
+    if cache is None:
+        return await encode()
+    vector, _ = await cache.get_or_compute(cache.embedding_entry(tenant_id, embedding.MODEL_NAME, text, EMBEDDING_CODEC), encode)
+    return vector
 
 
 def fuse(rankings: list[list[dict]], limit: int) -> list[dict]:
@@ -68,14 +80,17 @@ def fuse(rankings: list[list[dict]], limit: int) -> list[dict]:
     return [{**hits[key], "score": scores[key]} for key in ordered]
 
 
-async def search(db: Database, request: SearchRequest) -> list[dict]:
-    """Return up to `limit` hits, best first, each with `score` (non-increasing) and `similarity`."""
+async def search(db: Database, request: SearchRequest, cache: Cache | None = None) -> list[dict]:
+    """Return up to `limit` hits, best first, each with `score` (non-increasing) and `similarity`.
+
+    With a cache, the query's embedding is read from it or stored in it.
+    """
     scope = {"tenant_id": request.tenant_id, "document_ids": request.document_ids, "metadata": request.metadata}
     if request.mode == "keyword":
         hits = await queries.keyword_search(db, query=request.query, limit=request.limit, **scope)
         return [{**hit, "score": float(hit.pop("rank")), "similarity": None} for hit in hits]
 
-    vector = await embed_query(request.query)
+    vector = await embed_query(request.query, request.tenant_id, cache)
     if request.mode == "vector":
         hits = await queries.vector_search(db, embedding=vector, limit=request.limit, **scope)
         return [{**hit, "score": float(hit["similarity"])} for hit in hits]

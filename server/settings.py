@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     metrics_sample_seconds: float = Field(10.0, gt=0)
     # Database roles: migrations run as this owner role; DATABASE_URL is the application's role.
     database_admin_url: str | None = None
+    # Caching and overload: requests one worker holds at most before it answers 503 (0: no limit),
+    # and the Retry-After of that 503.
+    max_in_flight_requests: int = Field(100, ge=0)
+    overload_retry_after_seconds: int = Field(1, ge=1)
 
     @field_validator("log_level")
     @classmethod

@@ -167,7 +167,7 @@ async def delete_document(request: Request, document_id: str):
                                             document_id=parse_document_id(document_id))
     if not deleted:
         raise NotFound("No document with this id.")
-    await request.app.ctx.search_cache.invalidate_tenant(caller.tenant_id)
+    await request.app.ctx.cache.invalidate_tenant(caller.tenant_id)
     logger.info("document deleted document_id=%s", document_id)
     return empty(status=204)
 

@@ -13,6 +13,7 @@ from sanic.response import json
 
 from db import usage
 from server.auth import principal
+from server.cache import cache_status
 from server.search import SearchRequest, elapsed_ms, search
 from server.validation import parse_body
 
@@ -59,14 +60,12 @@ async def search_chunks(request: Request):
         tenant_id=caller.tenant_id, query=body.query.strip() or body.query, limit=body.limit, mode=body.mode,
         document_ids=parse_ids(body.document_ids), metadata=body.metadata,
     )
-    cache = request.app.ctx.search_cache
-    cached, key = await cache.get(caller.tenant_id, body.model_dump())
-    if cached is not None:
-        request.ctx.cache_status = "hit"
-        return json({"results": cached["results"], "took_ms": elapsed_ms(started), "cached": True})
+    cache = request.app.ctx.cache
 
-    hits = await search(request.app.ctx.db, search_request)
-    results = [hit_body(rank, hit) for rank, hit in enumerate(hits, start=1)]
-    await cache.put(key, {"results": results})
-    request.ctx.cache_status = "miss"
-    return json({"results": results, "took_ms": elapsed_ms(started), "cached": False})
+    async def compute() -> dict:
+        hits = await search(request.app.ctx.db, search_request, cache)
+        return {"results": [hit_body(rank, hit) for rank, hit in enumerate(hits, start=1)]}
+
+    value, from_cache = await cache.get_or_compute(cache.search_entry(caller.tenant_id, body.model_dump()), compute)
+    request.ctx.cache_status = cache_status(from_cache)
+    return json({"results": value["results"], "took_ms": elapsed_ms(started), "cached": bool(from_cache)})

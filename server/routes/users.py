@@ -11,7 +11,8 @@ from sanic_ext.extensions.openapi import openapi
 from sanic.response import json
 
 from db import users as queries
-from server.auth import hash_password, principal
+from server.auth import current_role, hash_password, load_profile, principal
+from server.cache import cache_status
 from server.errors import Conflict, Forbidden, NotFound
 from server.routes.auth import EMAIL_PATTERN
 from server.validation import parse_body
@@ -31,7 +32,8 @@ class CreateUserBody(BaseModel):
 @openapi.secured("token")
 async def me(request: Request):
     caller = principal(request)
-    profile = await queries.get_user_profile(request.app.ctx.db, tenant_id=caller.tenant_id, user_id=caller.user_id)
+    profile, from_cache = await load_profile(request, caller)
+    request.ctx.cache_status = cache_status(from_cache)
     if profile is None:
         raise NotFound("The user of this token no longer exists.")
     return json({"id": profile["id"], "email": profile["email"], "role": profile["role"],
@@ -43,7 +45,7 @@ async def me(request: Request):
 @openapi.body({"application/json": CreateUserBody})
 async def create_user(request: Request):
     caller = principal(request)
-    if caller.role != "admin":
+    if await current_role(request, caller) != "admin":
         raise Forbidden("Only an admin of the tenant can add users.")
     body = parse_body(request, CreateUserBody)
     password_hash = await hash_password(body.password)
