@@ -54,9 +54,9 @@ def computed(client: redis.Redis, kind: str) -> int:
     return int(client.get(cache_module.computed_counter_key(kind)) or 0)
 
 
-def search(api: Api, user: dict, query: str, **headers: str) -> httpx.Response:
+def search(api: Api, user: dict, query: str, mode: str = "keyword", **headers: str) -> httpx.Response:
     response = api.http.post("/search", headers={**user["headers"], **headers},
-                             json={"query": query, "mode": "keyword"})
+                             json={"query": query, "mode": mode})
     assert response.status_code == 200, response.text
     return response
 
@@ -105,6 +105,19 @@ def test_tenants_never_share_an_entry(cache_api, rq_worker, redis_client):
     assert computed(redis_client, "search") == 2
     entries = [key.decode() for key in redis_client.scan_iter(match="cache:search:*") if b"generation" not in key]
     assert sorted(key.split(":")[2] for key in entries) == sorted([owner["tenant_id"], other["tenant_id"]])
+
+
+def test_tenants_never_share_a_query_embedding(cache_api, redis_client):
+    # A shared entry would let one tenant time whether another has searched the same text.
+    first = cache_api.register()
+    second = cache_api.register()
+
+    search(cache_api, first, "lantern oil supply", mode="vector")
+    search(cache_api, second, "lantern oil supply", mode="vector")
+
+    assert computed(redis_client, "embedding") == 2
+    keys = [key.decode() for key in redis_client.scan_iter(match="cache:embedding:*")]
+    assert sorted(key.split(":")[2] for key in keys) == sorted([first["tenant_id"], second["tenant_id"]])
 
 
 def test_upload_invalidates_search_results(cache_api, rq_worker):
