@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     ingestion_job_timeout: int = Field(1800, ge=10)
     dashboard_password: str | None = None
 
+    # Chat agent and its event streams.
+    chat_max_steps: int = Field(8, ge=1, le=50)
+    chat_events_ttl_seconds: int = Field(900, ge=10)
+    chat_events_max_length: int = Field(10_000, ge=100)
+    llm_timeout_seconds: float = Field(60.0, gt=0)
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
@@ -90,6 +96,12 @@ class Settings(BaseSettings):
                              f"ENVIRONMENT is {self.environment}")
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_TOKENS")
+        return self
+
+    @model_validator(mode="after")
+    def _openai_provider_needs_endpoint(self) -> "Settings":
+        if self.llm_provider == "openai" and not (self.llm_base_url and self.llm_model):
+            raise ValueError("LLM_BASE_URL and LLM_MODEL must be set when LLM_PROVIDER is openai")
         return self
 
     @property
