@@ -4,6 +4,9 @@ It needs no model. A compound question is split into parts and each part is sear
 best hit of a part is weak, the part is searched again in other words. A follow-up question
 borrows the content words of the session's previous question. The answer is composed from the
 best sentences of all hits, with citations, or says that the documents do not answer.
+
+NOTE: this agent never calls `read_document`, because quoting whole documents would let weak
+sentences into the answer. The `openai` provider offers the tool to the model.
 """
 
 from __future__ import annotations
@@ -49,10 +52,11 @@ class ExtractiveProvider:
     name = "extractive"
 
     async def answer(self, turn: Turn, tools: Toolbox, writer: AnswerWriter) -> None:
-        question = resolve_follow_up(turn.question, turn.history)
+        # The question is split before the borrowed words are added, as they end no sentence.
+        parts = [resolve_follow_up(part, turn.history) for part in split_question(turn.question)]
         hits: dict[str, Hit] = {}
         try:
-            for part in split_question(question):
+            for part in parts:
                 found = await tools.search(part)
                 if is_weak(found):
                     other_words = rephrase(part)
@@ -63,7 +67,7 @@ class ExtractiveProvider:
             logger.info("chat step budget spent max_steps=%d", tools.max_steps)
 
         ranked = sorted(hits.values(), key=lambda hit: -hit.score)
-        answer = compose_answer(question, ranked)
+        answer = compose_answer(" ".join(parts), ranked)
         for word in answer_words(answer.content):
             await writer.delta(word)
         for citation in answer.citations:

@@ -104,9 +104,13 @@ async def chat(request: Request):
     async with stream_slot(request, caller.user_id):
         run, _session_key = await _start_answer(request, caller, body, logged=True)
         with streams.open_stream():
-            response = await request.respond(content_type="text/event-stream", headers=SSE_HEADERS)
-            await _until_stopped(run, send_run_events(response, run, request.app.ctx.settings.sse_heartbeat_seconds))
-            await response.eof()
+            await _until_stopped(run, _send_stream(request, run))
+
+
+async def _send_stream(request: Request, run: ChatRun) -> None:
+    response = await request.respond(content_type="text/event-stream", headers=SSE_HEADERS)
+    await send_run_events(response, run, request.app.ctx.settings.sse_heartbeat_seconds)
+    await response.eof()
 
 
 async def _start_answer(request: Request, caller: Principal, body: ChatBody, *, logged: bool) -> tuple[ChatRun, str]:
