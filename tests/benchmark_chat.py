@@ -19,6 +19,7 @@ import os
 import statistics
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -31,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_DATA_DIR = ROOT / "var" / "bench"
 # Seconds the fake provider holds idle answers; the benchmark closes them well before.
 IDLE_HOLD_SECONDS = 300
+# Streams not open by then are counted as failed to open.
+OPEN_TIMEOUT_SECONDS = 60
 QUESTION = "What is the boiling point of water?"
 
 
@@ -53,11 +56,12 @@ def sanic_worker(server: psutil.Process) -> psutil.Process:
 async def first_event_seconds(client: httpx.AsyncClient, headers: dict) -> float:
     started = time.perf_counter()
     async with client.stream("POST", "/chat", headers=headers, json={"message": QUESTION, "stream": True}) as response:
-        async for line in response.aiter_lines():
+        lines = response.aiter_lines()
+        async for line in lines:
             if line.startswith("data: "):
                 elapsed = time.perf_counter() - started
                 break
-        async for _line in response.aiter_lines():
+        async for _line in lines:
             pass
     return elapsed
 
@@ -74,28 +78,36 @@ async def measure_first_event(base_url: str, headers: dict, requests: int) -> tu
     return statistics.median(first_events), statistics.median(baseline)
 
 
-async def hold_streams(base_url: str, headers: dict, count: int, worker: psutil.Process, chat: bool) -> int:
-    """Open `count` idle chat streams (or idle keep-alive connections) and return the worker's RSS growth."""
+async def hold_streams(base_url: str, headers: dict, count: int, worker: psutil.Process,
+                       chat: bool) -> tuple[int, int, Counter]:
+    """Open `count` idle chat streams (or idle keep-alive connections) for a while.
+
+    Returns how many opened within OPEN_TIMEOUT_SECONDS, the worker's RSS growth with them open,
+    and the errors of those that failed, by type.
+    """
     before = worker.memory_info().rss
     release = asyncio.Event()
-    opened = asyncio.Semaphore(0)
+    opened = 0
     limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
     async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as client:
         async def hold_one() -> None:
+            nonlocal opened
             if chat:
                 async with client.stream("POST", "/chat", headers=headers,
                                          json={"message": QUESTION, "stream": True}) as response:
                     if response.status_code != 200:
                         raise SystemExit(f"stream refused with {response.status_code}")
-                    async for line in response.aiter_lines():
-                        if line.startswith("data: ") and '"type":"search"' in line:
+                    # The iterator is kept: a discarded one is finalized and closes the connection.
+                    lines = response.aiter_lines()
+                    async for line in lines:
+                        if line.startswith("data: "):
                             break
-                    opened.release()
+                    opened += 1
                     await release.wait()
             else:
                 async with client.stream("GET", "/users/me", headers=headers) as response:
                     await response.aread()
-                    opened.release()
+                    opened += 1
                     await release.wait()
 
         # The opening is spread a little so that the single worker is not flooded at once.
@@ -104,13 +116,16 @@ async def hold_streams(base_url: str, headers: dict, count: int, worker: psutil.
             tasks.append(asyncio.create_task(hold_one()))
             if index % 50 == 49:
                 await asyncio.sleep(0.5)
-        for _ in range(count):
-            await opened.acquire()
+        deadline = time.monotonic() + OPEN_TIMEOUT_SECONDS
+        while opened < count and time.monotonic() < deadline and not all(task.done() for task in tasks):
+            await asyncio.sleep(0.5)
         await asyncio.sleep(2)
         after = worker.memory_info().rss
+        held = opened
         release.set()
-        await asyncio.gather(*tasks)
-    return after - before
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    errors = Counter(type(result).__name__ for result in results if isinstance(result, BaseException))
+    return held, after - before, errors
 
 
 async def measure_throughput(base_url: str, headers: dict, fake: FakeOpenAI) -> tuple[int, float, float]:
@@ -167,13 +182,18 @@ def main() -> None:
         print(f"time to first event: median {first_event * 1000:.1f} ms over {args.requests} streams; "
               f"GET /users/me median {baseline * 1000:.1f} ms; ratio {first_event / baseline:.2f}")
 
-        idle_connections = asyncio.run(hold_streams(base_url, headers, args.streams, worker, chat=False))
+        connections, connections_rss, connection_errors = asyncio.run(
+            hold_streams(base_url, headers, args.streams, worker, chat=False))
         fake.behaviour.first_chunk_delay = IDLE_HOLD_SECONDS
-        idle_streams = asyncio.run(hold_streams(base_url, headers, args.streams, worker, chat=True))
+        streams, streams_rss, stream_errors = asyncio.run(
+            hold_streams(base_url, headers, args.streams, worker, chat=True))
         fake.behaviour.first_chunk_delay = 0
-        print(f"worker RSS growth: {idle_streams / 2**20:.1f} MiB for {args.streams} idle chat streams "
-              f"({idle_streams / args.streams / 1024:.1f} KiB each); {idle_connections / 2**20:.1f} MiB for "
-              f"{args.streams} idle keep-alive connections ({idle_connections / args.streams / 1024:.1f} KiB each)")
+        print(f"worker RSS growth: {streams_rss / 2**20:.1f} MiB for {streams} idle chat streams "
+              f"({streams_rss / max(streams, 1) / 1024:.1f} KiB each, errors {dict(stream_errors)}); "
+              f"{connections_rss / 2**20:.1f} MiB for {connections} idle keep-alive connections "
+              f"({connections_rss / max(connections, 1) / 1024:.1f} KiB each, errors {dict(connection_errors)}); "
+              f"ratio per stream / per connection "
+              f"{(streams_rss / max(streams, 1)) / max(connections_rss / max(connections, 1), 1):.1f}")
 
         fake.behaviour.padding_words = args.words
         events, through_server, direct = asyncio.run(measure_throughput(base_url, headers, fake))

@@ -236,6 +236,23 @@ def wait_for_messages(api: Api, user: dict, session_id: str, count: int, timeout
     raise AssertionError(f"session {session_id} did not reach {count} messages within {timeout} s")
 
 
+def wait_for_stored_answers(db_url: str, count: int, timeout: float = 20) -> None:
+    """Wait until `count` answers are stored, so that no answer is written while the next test empties the tables."""
+
+    async def stored() -> int:
+        connection = await asyncpg.connect(db_url)
+        try:
+            return await connection.fetchval("SELECT count(*) FROM chat_messages WHERE role = 'assistant'")
+        finally:
+            await connection.close()
+
+    deadline = time.monotonic() + timeout
+    while asyncio.run(stored()) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"fewer than {count} answers stored within {timeout} s")
+        time.sleep(0.2)
+
+
 async def busy_connections(db_url: str) -> int:
     """Count the server's connections that are inside a query or a transaction."""
     connection = await asyncpg.connect(db_url)
@@ -248,7 +265,7 @@ async def busy_connections(db_url: str) -> int:
         await connection.close()
 
 
-def test_pool_serves_requests_after_disconnects(llm_api, fake_llm):
+def test_pool_serves_requests_after_disconnects(llm_api, fake_llm, db_url):
     # The pool has two connections; streams that leaked theirs would leave none for this request.
     fake_llm.behaviour.chunk_delay = 0.2
     fake_llm.behaviour.padding_words = 100
@@ -261,6 +278,7 @@ def test_pool_serves_requests_after_disconnects(llm_api, fake_llm):
     response = llm_api.http.get("/chat/sessions", headers=user["headers"], timeout=10)
     assert response.status_code == 200
     assert len(response.json()["items"]) == 4
+    wait_for_stored_answers(db_url, 4)
 
 
 def test_resume_replays_after_last_event_id_once(llm_api, fake_llm, live_server):
@@ -322,7 +340,7 @@ def keep_answers_open(fake: FakeOpenAI) -> None:
     fake.behaviour.padding_words = 300
 
 
-def test_fifth_open_stream_gets_429(llm_api, fake_llm):
+def test_fifth_open_stream_gets_429(llm_api, fake_llm, db_url):
     keep_answers_open(fake_llm)
     user = llm_api.register()
     streams = [post_stream(llm_api, user, "What is water?") for _ in range(4)]
@@ -341,9 +359,10 @@ def test_fifth_open_stream_gets_429(llm_api, fake_llm):
     finally:
         for stream in streams:
             stream.__exit__(None, None, None)
+    wait_for_stored_answers(db_url, 4)
 
 
-def test_closed_streams_free_their_slots(llm_api, fake_llm):
+def test_closed_streams_free_their_slots(llm_api, fake_llm, db_url):
     keep_answers_open(fake_llm)
     user = llm_api.register()
     streams = [post_stream(llm_api, user, "What is water?") for _ in range(4)]
@@ -368,6 +387,7 @@ def test_closed_streams_free_their_slots(llm_api, fake_llm):
     for stream in streams[4:]:
         stream.__exit__(None, None, None)
     assert statuses == [200] * 4
+    wait_for_stored_answers(db_url, 8)
 
 
 @contextmanager
