@@ -60,11 +60,12 @@ class EventLog:
         value = await self.redis.get(owner_key(message_id))
         return None if value is None else value.decode()
 
-    async def append(self, message_id: str, event: Event) -> None:
-        """Add one event and push both keys' expiry to CHAT_EVENTS_TTL_SECONDS from now, in one round trip."""
+    async def append(self, message_id: str, events: list[Event]) -> None:
+        """Add events in order and push both keys' expiry to CHAT_EVENTS_TTL_SECONDS from now, in one round trip."""
         pipeline = self.redis.pipeline(transaction=False)
-        pipeline.xadd(events_key(message_id), {"event": event.name, "data": dumps(event.data)},
-                      id=f"0-{event.id}", maxlen=self.max_length, approximate=False)
+        for event in events:
+            pipeline.xadd(events_key(message_id), {"event": event.name, "data": dumps(event.data)},
+                          id=f"0-{event.id}", maxlen=self.max_length, approximate=False)
         pipeline.expire(events_key(message_id), self.ttl_seconds)
         pipeline.expire(owner_key(message_id), self.ttl_seconds)
         await pipeline.execute()

@@ -60,24 +60,43 @@ class ChatRun:
         # False once the provider is done: storing the answer and the last event is never cancelled.
         self.stoppable = True
         self.task: asyncio.Task | None = None
+        self._unlogged: list[Event] = []
+        self._log_writer: asyncio.Task | None = None
         tools.record_step = self.step
 
     # The writer side, called by the provider and the toolbox.
 
     async def emit(self, name: str, data: dict) -> None:
-        """Number an event and send it to the local queue first, then to the Redis event log."""
+        """Number an event, put it in the local queue, and have it appended to the Redis event log."""
         self.last_event_id += 1
         event = Event(self.last_event_id, name, data)
         self.queue.put_nowait(event)
         if self.event_log is None:
             return
-        try:
-            await self.event_log.append(str(self.message_id), event)
-        except (RedisError, OSError) as error:
-            # The answer goes on for the client that asked; only resuming it elsewhere is lost.
-            logger.warning("chat event not logged, resume unavailable message_id=%s event_id=%d error=%s",
-                           self.message_id, event.id, type(error).__name__)
-            self.event_log = None
+        self._unlogged.append(event)
+        if self._log_writer is None or self._log_writer.done():
+            self._log_writer = asyncio.get_running_loop().create_task(self._write_log())
+
+    async def _write_log(self) -> None:
+        """Append the waiting events to the log in batches, one round trip each, in order.
+
+        One writer task at a time, apart from the producer, so the producer never waits for Redis
+        and cancelling it loses no logged event.
+        """
+        while self._unlogged and self.event_log is not None:
+            batch, self._unlogged = self._unlogged, []
+            try:
+                await self.event_log.append(str(self.message_id), batch)
+            except (RedisError, OSError) as error:
+                # The answer goes on for the client that asked; only resuming it elsewhere is lost.
+                logger.warning("chat events not logged, resume unavailable message_id=%s event_id=%d error=%s",
+                               self.message_id, batch[0].id, type(error).__name__)
+                self.event_log = None
+
+    async def flush_log(self) -> None:
+        """Wait until every event emitted so far is in the log (or logging failed)."""
+        while self._log_writer is not None and not self._log_writer.done():
+            await asyncio.wait({self._log_writer})
 
     async def step(self, data: dict) -> None:
         self.steps.append(data)
@@ -127,6 +146,7 @@ class ChatRun:
             logger.error("chat answer not stored message_id=%s error=%s", self.message_id, type(error).__name__)
             await self.emit("error", {"code": "storage_failed",
                                       "message": "The answer could not be stored; ask again."})
+            await self.flush_log()
             return
         logger.info("chat answer stored message_id=%s finish_reason=%s steps=%d citations=%d", self.message_id,
                     self.usage["finish_reason"], len(self.steps), len(self.citations))
@@ -134,6 +154,7 @@ class ChatRun:
             await self.emit("error", {"code": failure[0], "message": failure[1]})
         else:
             await self.emit("done", {"message": message_body(stored)})
+        await self.flush_log()
 
     async def _run_provider(self) -> tuple[str, str] | None:
         """Run the provider; return None when it finished, else the code and message of why it did not."""
