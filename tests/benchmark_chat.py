@@ -34,6 +34,7 @@ BENCH_DATA_DIR = ROOT / "var" / "bench"
 IDLE_HOLD_SECONDS = 300
 # Streams not open by then are counted as failed to open.
 OPEN_TIMEOUT_SECONDS = 60
+OPEN_BATCH = 50
 QUESTION = "What is the boiling point of water?"
 
 
@@ -110,13 +111,15 @@ async def hold_streams(base_url: str, headers: dict, count: int, worker: psutil.
                     opened += 1
                     await release.wait()
 
-        # The opening is spread a little so that the single worker is not flooded at once.
+        # Streams open in batches, each once the one before is open, because a burst of 500
+        # connections overflowed the listen backlog (100) of the single worker and some were reset.
         tasks = []
+        deadline = time.monotonic() + OPEN_TIMEOUT_SECONDS
         for index in range(count):
             tasks.append(asyncio.create_task(hold_one()))
-            if index % 50 == 49:
-                await asyncio.sleep(0.5)
-        deadline = time.monotonic() + OPEN_TIMEOUT_SECONDS
+            if index % OPEN_BATCH == OPEN_BATCH - 1:
+                while opened + sum(task.done() for task in tasks) <= index and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
         while opened < count and time.monotonic() < deadline and not all(task.done() for task in tasks):
             await asyncio.sleep(0.5)
         await asyncio.sleep(2)
