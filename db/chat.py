@@ -38,16 +38,31 @@ async def find_session(db: Database, *, tenant_id: UUID, user_id: UUID, session_
 
 @tenant_write
 async def add_message(db: Database, *, tenant_id: UUID, session_id: UUID, role: str, content: str,
-                      citations: list | None = None, steps: list | None = None, usage: dict | None = None) -> dict:
+                      citations: list | None = None, steps: list | None = None, usage: dict | None = None,
+                      message_id: UUID | None = None) -> dict:
+    """Insert a message; `message_id` is given when the id was announced before the answer was written."""
     record = await db.fetch_one(
-        "INSERT INTO chat_messages (tenant_id, session_id, role, content, citations, steps, usage)"
-        " VALUES (:tenant_id, :session_id, :role, :content, CAST(:citations AS jsonb), CAST(:steps AS jsonb),"
-        " CAST(:usage AS jsonb))"
+        "INSERT INTO chat_messages (id, tenant_id, session_id, role, content, citations, steps, usage)"
+        " VALUES (coalesce(CAST(:id AS uuid), gen_random_uuid()), :tenant_id, :session_id, :role, :content,"
+        " CAST(:citations AS jsonb), CAST(:steps AS jsonb), CAST(:usage AS jsonb))"
         f" RETURNING {MESSAGE_COLUMNS}",
-        {"tenant_id": tenant_id, "session_id": session_id, "role": role, "content": content,
+        {"id": message_id, "tenant_id": tenant_id, "session_id": session_id, "role": role, "content": content,
          "citations": citations or [], "steps": steps or [], "usage": usage or {}},
     )
     return as_dict(record)
+
+
+@tenant_read
+async def recent_messages(db: Database, *, tenant_id: UUID, session_id: UUID, limit: int) -> list[dict]:
+    """Return the session's last `limit` messages, oldest first."""
+    records = await db.fetch_all(
+        "SELECT role, content FROM ("
+        "SELECT role, content, created_at, id FROM chat_messages"
+        " WHERE tenant_id = :tenant_id AND session_id = :session_id ORDER BY created_at DESC, id DESC LIMIT :limit"
+        ") AS latest ORDER BY created_at, id",
+        {"tenant_id": tenant_id, "session_id": session_id, "limit": limit},
+    )
+    return as_dicts(records)
 
 
 @tenant_read

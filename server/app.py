@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.register_middleware(finish_request, "response")
     app.register_listener(open_resources, "before_server_start")
     app.register_listener(close_resources, "after_server_stop")
+    chat.register_listeners(app)
     return app
 
 

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     # and the Retry-After of that 503.
     max_in_flight_requests: int = Field(100, ge=0)
     overload_retry_after_seconds: int = Field(1, ge=1)
+    # Chat agent and its event streams.
+    chat_max_steps: int = Field(8, ge=1, le=50)
+    chat_events_ttl_seconds: int = Field(900, ge=10)
+    chat_events_max_length: int = Field(10_000, ge=100)
+    llm_timeout_seconds: float = Field(60.0, gt=0)
 
     @field_validator("log_level")
     @classmethod
@@ -99,6 +104,12 @@ class Settings(BaseSettings):
                              f"ENVIRONMENT is {self.environment}")
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_TOKENS")
+        return self
+
+    @model_validator(mode="after")
+    def _openai_provider_needs_endpoint(self) -> "Settings":
+        if self.llm_provider == "openai" and not (self.llm_base_url and self.llm_model):
+            raise ValueError("LLM_BASE_URL and LLM_MODEL must be set when LLM_PROVIDER is openai")
         return self
 
     @property

@@ -2,7 +2,9 @@
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 PASSAGES = {
@@ -97,3 +99,58 @@ def test_streamed_deltas_rebuild_the_answer_exactly(api, manuals):
             elif line.startswith("data: ") and name == "done":
                 done = json.loads(line[6:])
     assert "".join(deltas) == done["message"]["content"]
+
+
+def ask(api, user: dict, question: str, session_id: str) -> dict:
+    response = api.http.post("/chat", headers=user["headers"], json={"message": question, "session_id": session_id})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_compound_question_searches_each_part(api, manuals):
+    body = ask(api, manuals, "How often should I descale the kettle and what pressure should bicycle tyres have?",
+               "compound")
+    queries = [step["query"] for step in body["steps"] if step["type"] == "search"]
+    assert queries[:2] == ["How often should I descale the kettle?", "What pressure should bicycle tyres have?"]
+    titles = {citation["title"] for citation in body["message"]["citations"]}
+    assert titles == {"Kettle manual", "Bicycle guide"}
+
+
+def test_follow_up_uses_the_previous_question(api, manuals):
+    ask(api, manuals, "How often should I descale the kettle?", "follow-up")
+    body = ask(api, manuals, "And with what?", "follow-up")
+    assert "vinegar" in body["message"]["content"]
+    assert "descale" in body["steps"][0]["query"]
+
+
+def test_follow_up_in_a_new_session_has_no_context(api, manuals):
+    body = ask(api, manuals, "And with what?", "fresh")
+    assert body["steps"][0]["query"] == "And with what?"
+
+
+def test_same_session_string_of_two_users_stays_apart(api, rq_worker):
+    # Two users in two tenants pick the same session string and ask at the same time.
+    kettle_user, bicycle_user = api.register(), api.register()
+    for user, title in ((kettle_user, "Kettle manual"), (bicycle_user, "Bicycle guide")):
+        document_id = api.upload_text(user, title, PASSAGES[title]).json()["document"]["id"]
+        assert api.wait_for_document(user, document_id)["status"] == "ready"
+    conversations = {
+        "kettle": (kettle_user, ["How often should I descale the kettle?", "And with what?"]),
+        "bicycle": (bicycle_user, ["What pressure should road bicycle tyres have?", "And how often?"]),
+    }
+
+    def converse(name: str) -> list[dict]:
+        user, questions = conversations[name]
+        with httpx.Client(base_url=api.base_url, timeout=60) as http:
+            return [http.post("/chat", headers=user["headers"],
+                              json={"message": question, "session_id": "shared"}).json() for question in questions]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = dict(zip(conversations, pool.map(converse, conversations)))
+
+    assert "vinegar" in answers["kettle"][1]["message"]["content"]
+    assert "psi" in answers["bicycle"][0]["message"]["content"]
+    assert "pressure" in answers["bicycle"][1]["steps"][0]["query"]
+    for name, (user, questions) in conversations.items():
+        items = api.http.get("/chat/sessions/shared/messages", headers=user["headers"]).json()["items"]
+        assert [item["content"] for item in items if item["role"] == "user"] == questions

@@ -1,45 +1,75 @@
-"""The chat agent: search for each part of the question, then compose a cited answer."""
+"""The extractive agent: plan searches for each part of the question, then quote the best sentences.
+
+It needs no model. A compound question is split into parts and each part is searched. When the
+best hit of a part is weak, the part is searched again in other words. A follow-up question
+borrows the content words of the session's previous question. The answer is composed from the
+best sentences of all hits, with citations, or says that the documents do not answer.
+
+NOTE: this agent never calls `read_document`, because quoting whole documents would let weak
+sentences into the answer. The `openai` provider offers the tool to the model.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from uuid import UUID
+import logging
+from dataclasses import asdict
 
-from databases import Database
+from server.chat.extractive import MIN_SIMILARITY, Hit, compose_answer, split_question
+from server.chat.providers import AnswerWriter, Turn
+from server.chat.rewriting import rephrase, resolve_follow_up
+from server.chat.tools import StepBudgetExhausted, Toolbox
 
-from server.chat.extractive import Answer, Hit, compose_answer, split_question
-from server.search import SearchRequest, search
-
-
-@dataclass
-class AgentResult:
-    answer: Answer
-    steps: list[dict] = field(default_factory=list)
-    usage: dict = field(default_factory=dict)
-
-    def citations(self) -> list[dict]:
-        return [asdict(citation) for citation in self.answer.citations]
+logger = logging.getLogger(__name__)
 
 
-def _as_hit(row: dict) -> Hit:
-    return Hit(chunk_id=str(row["chunk_id"]), document_id=str(row["document_id"]),
-               document_title=row["document_title"], content=row["content"], score=float(row["score"]),
-               similarity=None if row.get("similarity") is None else float(row["similarity"]))
+def is_weak(hits: list[Hit]) -> bool:
+    """Tell whether no hit is close to the query in meaning (cosine similarity below MIN_SIMILARITY)."""
+    similarities = [hit.similarity for hit in hits if hit.similarity is not None]
+    return not similarities or max(similarities) < MIN_SIMILARITY
 
 
-async def answer_question(db: Database, *, tenant_id: UUID, question: str, top_k: int) -> AgentResult:
-    steps: list[dict] = []
-    hits: dict[str, Hit] = {}
-    for part in split_question(question):
-        rows = await search(db, SearchRequest(tenant_id=tenant_id, query=part, limit=top_k))
-        steps.append({"type": "search", "query": part, "hits": len(rows)})
-        for row in rows:
-            hit = _as_hit(row)
-            known = hits.get(hit.chunk_id)
-            if known is None or hit.score > known.score:
-                hits[hit.chunk_id] = hit
-    ranked = sorted(hits.values(), key=lambda hit: -hit.score)
-    answer = compose_answer(question, ranked)
-    usage = {"searches": len(steps), "hits": len(ranked), "prompt_tokens": 0, "completion_tokens": 0,
-             "provider": "extractive"}
-    return AgentResult(answer=answer, steps=steps, usage=usage)
+def merge_hits(known: dict[str, Hit], found: list[Hit]) -> None:
+    """Keep each chunk once, with the best score any search gave it."""
+    for hit in found:
+        earlier = known.get(hit.chunk_id)
+        if earlier is None or hit.score > earlier.score:
+            known[hit.chunk_id] = hit
+
+
+def answer_words(text: str) -> list[str]:
+    """Cut the answer into deltas of one word each, keeping every space and newline, so that the
+    deltas joined give the text back exactly."""
+    pieces, start = [], 0
+    for index, character in enumerate(text):
+        if character in " \n" and index + 1 < len(text) and text[index + 1] not in " \n":
+            pieces.append(text[start:index + 1])
+            start = index + 1
+    pieces.append(text[start:])
+    return [piece for piece in pieces if piece]
+
+
+class ExtractiveProvider:
+    name = "extractive"
+
+    async def answer(self, turn: Turn, tools: Toolbox, writer: AnswerWriter) -> None:
+        # The question is split before the borrowed words are added, as they end no sentence.
+        parts = [resolve_follow_up(part, turn.history) for part in split_question(turn.question)]
+        hits: dict[str, Hit] = {}
+        try:
+            for part in parts:
+                found = await tools.search(part)
+                if is_weak(found):
+                    other_words = rephrase(part)
+                    if other_words is not None and tools.remaining > 0:
+                        found += await tools.search(other_words)
+                merge_hits(hits, found)
+        except StepBudgetExhausted:
+            logger.info("chat step budget spent max_steps=%d", tools.max_steps)
+
+        ranked = sorted(hits.values(), key=lambda hit: -hit.score)
+        answer = compose_answer(" ".join(parts), ranked)
+        for word in answer_words(answer.content):
+            await writer.delta(word)
+        for citation in answer.citations:
+            await writer.citation(asdict(citation))
+        writer.add_usage(hits=len(ranked))
