@@ -60,8 +60,7 @@ def ingest_document(document_id: str, tenant_id: str) -> dict:
     job_id_var.set(job.id if job else None)
     if job is not None:
         settings = get_settings()
-        job.meta["attempts"] = count_attempt(job.connection, job.id,
-                                             ttl=max(settings.job_result_ttl, settings.job_failure_ttl))
+        job.meta["attempts"] = count_attempt(job.connection, job.id, ttl=_attempts_ttl(settings))
         job.meta.update(embedding.load_record())
         job.save_meta()
         # This job left the RQ queue, so there is room for the next tenant's job.
@@ -75,6 +74,13 @@ def ingest_document(document_id: str, tenant_id: str) -> dict:
     finally:
         if job is not None:
             fairness.dispatch(job.connection, get_settings().ingestion_dispatch_window)
+
+
+def _attempts_ttl(settings) -> int:
+    """Return how long the attempts counter must last: through every retry and the job record's TTL."""
+    delays = settings.ingestion_retry_delays
+    return (settings.ingestion_job_timeout * (len(delays) + 1) + sum(delays)
+            + max(settings.job_result_ttl, settings.job_failure_ttl))
 
 
 async def _connect() -> asyncpg.Connection:
