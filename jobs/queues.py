@@ -17,7 +17,7 @@ ATTEMPTS_KEY_PREFIX = "ingestion:attempts:"
 DEFAULT_QUEUE = "default"
 MAINTENANCE_QUEUE = "maintenance"
 # Workers take from these queues in this order. Maintenance jobs are short and go first, so a
-# backlog of ingestion never delays the sweep that repairs stuck documents.
+# backlog of ingestion delays the sweep that repairs stuck documents only by the jobs running.
 WORKER_QUEUES = (MAINTENANCE_QUEUE, INGESTION_QUEUE, DEFAULT_QUEUE)
 
 
@@ -40,7 +40,7 @@ def read_attempts(redis: Redis, job_id: str) -> int | None:
 
 
 def create_ingestion_job(redis: Redis, *, job_id: str, document_id: str, tenant_id: str, timeout: int) -> Job:
-    """Save an ingestion job in Redis without enqueueing it; `fairness.dispatch` enqueues it."""
+    """Save an ingestion job in Redis without enqueueing it. `fairness.dispatch` enqueues it later."""
     settings = get_settings()
     delays = settings.ingestion_retry_delays
     job = Queue(INGESTION_QUEUE, connection=redis).create_job(
