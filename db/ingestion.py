@@ -11,14 +11,14 @@ from uuid import UUID
 import asyncpg
 import numpy as np
 
-from db.tenancy import tenant_connection
+from db.tenancy import tenant_connection, tenant_read
 
 
 async def load_document_for_ingestion(connection: asyncpg.Connection, *, tenant_id: UUID,
                                       document_id: UUID) -> asyncpg.Record | None:
     async with tenant_connection(connection, tenant_id):
         return await connection.fetchrow(
-            "SELECT d.id, d.title, d.content_type, d.status, c.data FROM documents d"
+            "SELECT d.id, d.title, d.content_type, d.status, d.content_sha256, c.data FROM documents d"
             " JOIN document_contents c ON c.document_id = d.id"
             " WHERE d.id = $1 AND d.tenant_id = $2",
             document_id, tenant_id,
@@ -74,3 +74,51 @@ async def replace_chunks(connection: asyncpg.Connection, *, tenant_id: UUID, doc
             document_id, tenant_id, len(contents),
         )
     return True
+
+
+async def find_unfinished_documents(connection: asyncpg.Connection, *, idle_seconds: float,
+                                    limit: int) -> list[asyncpg.Record]:
+    """Return documents of every tenant still queued or processing, unchanged for `idle_seconds`.
+
+    The maintenance sweep is the one caller that reads across tenants.
+    """
+    # Row-level security hides every tenant's rows from a connection without a tenant, so the
+    # cross-tenant read goes through a function that returns only what the sweep needs.
+    return await connection.fetch("SELECT id, tenant_id, status, job_id FROM app_unfinished_documents($1, $2)",
+                                  float(idle_seconds), limit)
+
+
+@tenant_read
+async def count_unfinished_for_upload(db, *, tenant_id: UUID, content_sha256: str) -> tuple[int, bool]:
+    """Return (documents of the tenant queued or processing, whether `content_sha256` is already stored).
+
+    `db` is the web server's `databases.Database`. An upload of stored content is a duplicate and
+    enqueues nothing, so the per-tenant cap does not apply to it.
+    """
+    record = await db.fetch_one(
+        "SELECT (SELECT count(*) FROM documents"
+        "        WHERE tenant_id = :tenant_id AND status IN ('queued', 'processing')) AS unfinished,"
+        " EXISTS (SELECT 1 FROM documents WHERE tenant_id = :tenant_id AND content_sha256 = :sha) AS duplicate",
+        {"tenant_id": tenant_id, "sha": content_sha256},
+    )
+    return int(record._mapping["unfinished"]), bool(record._mapping["duplicate"])
+
+
+async def is_unfinished(connection: asyncpg.Connection, *, tenant_id: UUID, document_id: UUID) -> bool:
+    async with tenant_connection(connection, tenant_id):
+        return bool(await connection.fetchval(
+            "SELECT true FROM documents WHERE id = $1 AND tenant_id = $2 AND status IN ('queued', 'processing')",
+            document_id, tenant_id,
+        ))
+
+
+async def fail_if_unfinished(connection: asyncpg.Connection, *, tenant_id: UUID, document_id: UUID,
+                             error: str) -> bool:
+    """Mark the document failed unless it is already ready or failed; return whether it was marked."""
+    async with tenant_connection(connection, tenant_id):
+        marked = await connection.fetchval(
+            "UPDATE documents SET status = 'failed', error = $3, updated_at = now()"
+            " WHERE id = $1 AND tenant_id = $2 AND status IN ('queued', 'processing') RETURNING id",
+            document_id, tenant_id, error,
+        )
+    return marked is not None

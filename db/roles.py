@@ -24,7 +24,8 @@ ROLE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 # Objects the application never touches directly: the migration log, and the materialized view
 # that contains every tenant's usage (it reads tenant_usage_daily instead).
 OWNER_ONLY_RELATIONS = ("schema_migrations", "usage_daily")
-APP_FUNCTIONS = ("app_find_login(text)", "app_refresh_usage()", "app_recent_tenant_settings(integer)")
+APP_FUNCTIONS = ("app_find_login(text)", "app_refresh_usage()", "app_recent_tenant_settings(integer)",
+                 "app_unfinished_documents(double precision, integer)")
 # Views that run as their owner; writing through them would skip the policies' WITH CHECK.
 READ_ONLY_RELATIONS = ("tenant_usage_daily", "tenant_chunks", "tenant_documents")
 

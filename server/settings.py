@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     chat_events_ttl_seconds: int = Field(900, ge=10)
     chat_events_max_length: int = Field(10_000, ge=100)
     llm_timeout_seconds: float = Field(60.0, gt=0)
+    # Background jobs: fair ingestion scheduling, retries, expiry and the maintenance sweep.
+    ingestion_max_queued_per_tenant: int = Field(1000, ge=1)
+    ingestion_dispatch_window: int = Field(2, ge=1, le=1000)
+    ingestion_retry_delays: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [5, 30, 120], max_length=10)
+    job_result_ttl: int = Field(24 * 3600, ge=1)
+    job_failure_ttl: int = Field(7 * 24 * 3600, ge=1)
+    job_monitoring_interval: int = Field(10, ge=1, le=600)
+    maintenance_sweep_interval: int = Field(30, ge=1, le=3600)
+    usage_refresh_interval: int = Field(300, ge=10, le=86400)
 
     @field_validator("log_level")
     @classmethod

@@ -89,8 +89,10 @@ def main() -> None:
         with httpx.Client(base_url=url, timeout=60) as http:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
+                # The worker must be live too, so that its start-up is not timed as ingestion.
                 try:
-                    if http.get("/health/ready").status_code == 200:
+                    ready = http.get("/health/ready")
+                    if ready.status_code == 200 and ready.json()["checks"]["queue"]["workers"]:
                         break
                 except httpx.HTTPError:
                     pass

@@ -34,7 +34,7 @@ TEST_MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 # Redis keys that belong to tests' data; RQ's worker registrations are kept.
 VOLATILE_KEY_PATTERNS = ("cache:*", "document:*", "rq:job:*", "rq:queue:*", "rq:results:*", "rq:wip:*",
                          "rq:finished:*", "rq:failed:*", "rq:scheduled:*", "rq:deferred:*", "rq:canceled:*",
-                         "ratelimit:*")
+                         "ratelimit:*", "ingestion:*", "maintenance:*")
 
 
 def _free_port() -> int:

@@ -18,11 +18,13 @@ from redis.exceptions import RedisError
 from sanic.response import empty, json
 
 from db import documents as queries
+from db import ingestion as ingestion_queries
 from jobs.parsing import EmptyDocument, UnsupportedContentType, detect_content_type
 from jobs.progress import TERMINAL_EVENTS, channel_name, latest_key, progress_data
 from jobs.queues import enqueue_ingestion
 from server.auth import principal
-from server.errors import NotFound, PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType, ValidationFailed
+from server.errors import (NotFound, PayloadTooLarge, RateLimited, ServiceUnavailable, UnsupportedMediaType,
+                           ValidationFailed)
 from server.metrics import counts_open_stream
 from server.pagination import decode_cursor, page, parse_limit
 from server.sse import PING, SSE_HEADERS, format_event, parse_message
@@ -35,6 +37,8 @@ blueprint = Blueprint("documents", url_prefix="/documents", strict_slashes=False
 STATUSES = ("queued", "processing", "ready", "failed")
 MAX_TITLE_CHARS = 500
 MAX_METADATA_BYTES = 16 * 1024
+# An estimate of when one of a capped tenant's documents is done: a few jobs' time.
+INGESTION_CAP_RETRY_AFTER_SECONDS = 30
 
 
 class JsonUpload(BaseModel):
@@ -91,6 +95,24 @@ def read_upload(request: Request) -> tuple[bytes, str | None, str | None, dict]:
     raise UnsupportedMediaType("Upload a file as multipart/form-data or text as application/json.")
 
 
+async def check_ingestion_cap(request: Request, tenant_id: UUID, content_sha256: str) -> None:
+    """Raise 429 when the tenant already has INGESTION_MAX_QUEUED_PER_TENANT documents not ingested yet.
+
+    A duplicate upload enqueues nothing, so it passes even at the cap.
+    NOTE: two uploads checked at the same moment can both pass, so the cap can be exceeded by the
+    number of concurrent uploads of one tenant.
+    """
+    cap = request.app.ctx.settings.ingestion_max_queued_per_tenant
+    unfinished, duplicate = await ingestion_queries.count_unfinished_for_upload(
+        request.app.ctx.db, tenant_id=tenant_id, content_sha256=content_sha256)
+    if duplicate or unfinished < cap:
+        return
+    logger.info("upload rejected reason=ingestion_cap unfinished=%d cap=%d", unfinished, cap)
+    raise RateLimited(f"The tenant already has {unfinished} documents waiting for ingestion, and the limit is {cap}. "
+                      f"Retry after some of them are ready.",
+                      headers={"Retry-After": str(INGESTION_CAP_RETRY_AFTER_SECONDS)})
+
+
 @blueprint.post("/")
 @openapi.secured("token")
 @openapi.body({"application/json": JsonUpload})
@@ -108,10 +130,12 @@ async def upload_document(request: Request):
     except UnsupportedContentType as error:
         raise UnsupportedMediaType(str(error)) from None
 
+    content_sha256 = hashlib.sha256(data).hexdigest()
+    await check_ingestion_cap(request, caller.tenant_id, content_sha256)
     job_id = str(uuid.uuid4())
     document, created = await queries.insert_document(
         request.app.ctx.db, tenant_id=caller.tenant_id, user_id=caller.user_id, title=title or "Untitled",
-        content_type=content_type, data=data, content_sha256=hashlib.sha256(data).hexdigest(),
+        content_type=content_type, data=data, content_sha256=content_sha256,
         metadata=metadata, job_id=job_id,
     )
     if not created:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from datetime import datetime, timezone
+
+from rq import Queue, Worker
+from rq.worker import WorkerStatus
 from sanic import Blueprint, Request
 from sanic.response import json
 
-from jobs import embedding
+from jobs import embedding, fairness
 from jobs.queues import WORKER_QUEUES
 
 logger = logging.getLogger(__name__)
@@ -37,11 +41,29 @@ async def _check_model(request: Request) -> dict:
     return {"status": "ok" if embedding.is_loaded() else "loading"}
 
 
+def _read_queue(redis) -> dict:
+    """Read live workers and queue depths with RQ's own client. It blocks, so run it in a thread.
+
+    A worker counts as live while its registration key exists. RQ renews the key on every
+    heartbeat, and it expires 60 to 120 s after the last one (jobs/worker.py sets the intervals).
+    """
+    workers = Worker.all(connection=redis)
+    now = datetime.now(timezone.utc)
+    heartbeats = [worker.last_heartbeat for worker in workers if worker.last_heartbeat is not None]
+    pending = sum(fairness.pending_counts(redis).values())
+    return {
+        "status": "ok" if workers else "degraded",
+        "workers": len(workers),
+        "busy_workers": sum(1 for worker in workers if worker.get_state() == WorkerStatus.BUSY),
+        "oldest_heartbeat_seconds": round(max((now - beat).total_seconds() for beat in heartbeats), 1)
+        if heartbeats else None,
+        "depth": {name: Queue(name, connection=redis).count for name in WORKER_QUEUES},
+        "ingestion_pending": pending,
+    }
+
+
 async def _check_queue(request: Request) -> dict:
-    redis = request.app.ctx.redis
-    depths = {name: await redis.llen(f"rq:queue:{name}") for name in WORKER_QUEUES}
-    workers = await redis.scard("rq:workers")
-    return {"status": "ok" if workers else "degraded", "workers": workers, "depth": depths}
+    return await asyncio.to_thread(_read_queue, request.app.ctx.sync_redis)
 
 
 async def _run(check, request: Request) -> dict:
@@ -60,5 +82,8 @@ async def ready(request: Request):
         "queue": await _run(_check_queue, request),
         "model": await _run(_check_model, request),
     }
+    # The web process can serve reads and accept uploads without a worker: uploads wait queued,
+    # and the sweep repairs them once a worker is back. So a queue without a live worker reports
+    # "degraded" and keeps the status 200; only a down dependency of the web process gives 503.
     healthy = all(checks[name]["status"] == "ok" for name in ("database", "redis", "model"))
     return json({"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from datetime import datetime, timedelta, timezone
 
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import DeserializationError, NoSuchJobError
 from rq.job import Job
 from sanic import Blueprint, Request
 from sanic_ext.extensions.openapi import openapi
 from sanic.response import json
 
+from jobs import fairness
+from jobs.queues import read_attempts
 from server.auth import principal
 from server.errors import NotFound
+
+logger = logging.getLogger(__name__)
 
 blueprint = Blueprint("jobs", url_prefix="/jobs")
 
@@ -28,13 +33,17 @@ def _read_job(redis, job_id: str) -> dict | None:
         job = Job.fetch(job_id, connection=redis)
     except NoSuchJobError:
         return None
+    except DeserializationError:
+        # A record that expired while RQ was still writing to it keeps only a few fields.
+        logger.warning("job record unreadable job_id=%s", job_id)
+        return None
     status = job.get_status(refresh=False)
     body = {
         "id": job.id,
         "kind": job.meta.get("kind", "job"),
         "status": status.value if status else "failed",
         "progress": 1.0 if status and status.value == "finished" else float(job.meta.get("progress", 0.0)),
-        "attempts": int(job.meta.get("attempts", 0)),
+        "attempts": read_attempts(redis, job.id) or int(job.meta.get("attempts", 0)),
         "error": _error(job) if status and status.value == "failed" else None,
         "document_id": job.meta.get("document_id"),
         "tenant_id": job.meta.get("tenant_id"),
@@ -43,11 +52,20 @@ def _read_job(redis, job_id: str) -> dict | None:
         "ended_at": job.ended_at,
     }
     if body["status"] == "queued":
-        position = job.get_position()
+        position = _queue_position(redis, job)
         body["queue_position"] = position
         if position is not None:
             body["estimated_start"] = datetime.now(timezone.utc) + timedelta(seconds=position * ASSUMED_JOB_SECONDS)
     return body
+
+
+def _queue_position(redis, job: Job) -> int | None:
+    """Return how many jobs start before this one: its place in the RQ queue, or an estimate
+    from the fair scheduler while it waits in its tenant's pending list."""
+    position = job.get_position()
+    if position is None and job.meta.get("kind") == "ingestion":
+        position = fairness.jobs_ahead(redis, job.meta.get("tenant_id", ""), job.id)
+    return position
 
 
 def _error(job: Job) -> str:
