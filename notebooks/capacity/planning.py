@@ -35,6 +35,7 @@ class MeasuredCapacity:
     mean_server_time_s: float  # mean time a request holds a worker (and at most one connection)
     max_connections: int = 100  # PostgreSQL's max_connections
     reserved_connections: int = 10  # DB_RESERVED_CONNECTIONS: left for RQ workers and migrations
+    superuser_reserved: int = 3  # PostgreSQL's superuser_reserved_connections (its default)
 
 
 def recommend(users: int, measured: MeasuredCapacity, headroom: float = DEFAULT_HEADROOM) -> dict:
@@ -53,7 +54,9 @@ def recommend(users: int, measured: MeasuredCapacity, headroom: float = DEFAULT_
     connections = instances * workers * (pool_size + max_overflow) + measured.reserved_connections
     redis_rate = request_rate * REDIS_COMMANDS_PER_REQUEST
     redis_connections = max(10, math.ceil(4 * in_progress * REDIS_COMMANDS_PER_REQUEST))
-    fits = connections <= measured.max_connections
+    # Each server checks this budget at start for its own workers only, so the sum over all
+    # instances is the planner's job.
+    fits = connections <= measured.max_connections - measured.superuser_reserved
     return {
         "users": users,
         "requests_per_s": round(request_rate, 1),
@@ -62,14 +65,18 @@ def recommend(users: int, measured: MeasuredCapacity, headroom: float = DEFAULT_
         "DB_POOL_SIZE": pool_size,
         "DB_MAX_OVERFLOW": max_overflow,
         "postgres_connections": connections,
-        "max_connections_needed": connections if fits else int(math.ceil(connections / 50) * 50),
         "postgres": (f"fits max_connections {measured.max_connections}" if fits else
-                     f"raise max_connections to {int(math.ceil(connections / 50) * 50)} or pool through PgBouncer"),
+                     f"raise max_connections to {_round_up(connections + measured.superuser_reserved, 50)} "
+                     f"or pool through PgBouncer"),
         "REDIS_MAX_CONNECTIONS": redis_connections,
         "redis_commands_per_s": round(redis_rate),
         "redis": ("one primary" if redis_rate < REDIS_COMMANDS_PER_SECOND_PER_PRIMARY else
                   f"{math.ceil(redis_rate / REDIS_COMMANDS_PER_SECOND_PER_PRIMARY)} primaries (Redis Cluster)"),
     }
+
+
+def _round_up(value: float, step: int) -> int:
+    return int(math.ceil(value / step) * step)
 
 
 def recommendation_table(measured: MeasuredCapacity, user_counts=(100, 500, 1000, 5000),

@@ -10,6 +10,7 @@ passed as environment variables.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import secrets
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = ROOT / "var" / "loadtest"
 READY_TIMEOUT_SECONDS = 240
 STOP_TIMEOUT_SECONDS = 40
+WEB_START_ATTEMPTS = 3
 
 # Limits that no load test reaches, so the limiter runs (and costs what it costs) without
 # rejecting; the notebook compares against the defaults separately.
@@ -36,10 +38,20 @@ HIGH_RATE_LIMIT_PER_MINUTE = 100_000_000
 HIGH_RATE_LIMIT_PER_HOUR = 100_000_000
 
 
+class WebExited(RuntimeError):
+    """Raised when a web server process exits before it is ready."""
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def run_coroutine(coroutine):
+    """Run a coroutine to completion, also from a Jupyter kernel, whose event loop is already running."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+        return executor.submit(asyncio.run, coroutine).result()
 
 
 def start_services(data_dir: Path) -> tuple[str, str]:
@@ -49,7 +61,7 @@ def start_services(data_dir: Path) -> tuple[str, str]:
 
     database_url = embedded.ensure_postgres(data_dir)
     redis_url = embedded.ensure_redis(data_dir)
-    asyncio.run(apply_migrations(database_url))
+    run_coroutine(apply_migrations(database_url))
     return database_url, redis_url
 
 
@@ -70,7 +82,7 @@ def postgres_max_connections(database_url: str) -> int:
         finally:
             await connection.close()
 
-    return asyncio.run(read())
+    return run_coroutine(read())
 
 
 def jwt_secret(data_dir: Path) -> str:
@@ -127,28 +139,48 @@ class Platform:
             for index in range(self.rq_workers):
                 self._spawn(f"worker-{index + 1}", ["-m", "jobs.worker"], env)
             for index in range(self.instances):
-                port = free_port()
-                self._spawn(f"web-{index + 1}", ["-m", "server"], {**env, "BACKEND_PORT": str(port)})
-                self.urls.append(f"http://127.0.0.1:{port}")
-            for url in self.urls:
-                self._wait_until_ready(url)
+                self.urls.append(self._start_web(f"web-{index + 1}", env))
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _spawn(self, name: str, args: list[str], env: dict) -> None:
+    def _start_web(self, name: str, env: dict) -> str:
+        """Start one web server on a free port and wait until it is ready; return its URL.
+
+        Sanic stops when a worker has not acknowledged its start within 30 s (a fixed threshold
+        in sanic.worker.process), which happens on a loaded machine, so a web server that exits
+        while starting is started again, up to WEB_START_ATTEMPTS times.
+        """
+        for attempt in range(1, WEB_START_ATTEMPTS + 1):
+            port = free_port()
+            process = self._spawn(name, ["-m", "server"], {**env, "BACKEND_PORT": str(port)})
+            url = f"http://127.0.0.1:{port}"
+            try:
+                self._wait_until_ready(url)
+                return url
+            except WebExited:
+                logger.warning("web server exited while starting name=%s attempt=%d status=%s", name, attempt,
+                               process.returncode)
+                self.processes.remove((name, process))
+        raise RuntimeError(f"{name} exited while starting {WEB_START_ATTEMPTS} times; "
+                           f"see {self.data_dir / 'logs' / (name + '.log')}")
+
+    def _spawn(self, name: str, args: list[str], env: dict) -> subprocess.Popen:
         log_dir = self.data_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / f"{name}.log", "ab") as log:
             process = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append((name, process))
+        return process
 
     def _wait_until_ready(self, url: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             for name, process in self.processes:
+                if process.poll() is not None and name.startswith("web-"):
+                    raise WebExited(name)
                 if process.poll() is not None:
                     raise RuntimeError(f"{name} exited with status {process.returncode}; "
                                        f"see {self.data_dir / 'logs' / (name + '.log')}")

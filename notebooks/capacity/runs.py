@@ -80,7 +80,7 @@ def run_locust(url: str, folder: Path, accounts: Path, stages: list[tuple[int, f
            "LOADTEST_RESULTS": str(folder / "closed.csv"), "LOADTEST_SEED": str(seed)}
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
                "--csv", str(folder / "locust"), "--csv-full-history", "--only-summary",
-               "--run-time", f"{int(duration) + 10}s", "--stop-timeout", "10", "--loglevel", "WARNING"]
+               "--stop-timeout", "10", "--loglevel", "WARNING"]
     with open(folder / "locust.log", "w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=NOTEBOOKS_DIR)
         return _follow(process, duration + 5, "Stepped load")
