@@ -91,7 +91,7 @@ async def spread_load(urls: list[str], accounts: list[dict], requests: int, conc
 
 
 def show_global_limit(urls: list[str], headers: dict, per_minute: int) -> None:
-    """Send one user's requests alternately to both instances until both answer 429."""
+    """Send one user's requests alternately to both instances until both return 429."""
     granted = Counter()
     limited = Counter()
     with httpx.Client(timeout=30) as client:

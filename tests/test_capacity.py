@@ -208,3 +208,11 @@ def test_recommend_flags_connection_budget():
 def test_recommend_rejects_no_capacity():
     with pytest.raises(ValueError, match="no measured step met the SLO"):
         planning.recommend(100, _measured(users_per_instance=0))
+
+
+def test_step_summary_window_ends_at_next_phase():
+    # Phase 0 runs 0-10 s with its last request due at 5 s; phase 1 starts at 10 s.
+    first = _requests(0, 2, [10.0] * 6, start=0.0, spacing=1.0)
+    second = _requests(1, 4, [10.0] * 10, start=10.0, spacing=1.0)
+    summary = measures.step_summary(pd.concat([first, second], ignore_index=True), warmup_seconds=0)
+    assert summary.iloc[0]["throughput"] == pytest.approx(6 / 10.0)

@@ -39,25 +39,45 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(values, q)) if values.size else math.nan
 
 
+def phase_bounds(requests: pd.DataFrame, warmup_seconds: float = DEFAULT_WARMUP_SECONDS) -> pd.DataFrame:
+    """The steady window of each phase: from `warmup_seconds` after its first request was due
+    to the time the next phase's first request was due (for the last phase, its last one's).
+
+    Returns columns phase, begin and end (epoch seconds), indexed by phase.
+    """
+    requests = requests[requests["phase"] >= 0]
+    firsts = requests.groupby("phase")["scheduled"].min().sort_index()
+    lasts = requests.groupby("phase")["scheduled"].max().sort_index()
+    ends = firsts.shift(-1).fillna(lasts)
+    bounds = pd.DataFrame({"begin": firsts + warmup_seconds, "end": ends})
+    bounds.index.name = "phase"
+    return bounds
+
+
 def steady_requests(requests: pd.DataFrame, warmup_seconds: float = DEFAULT_WARMUP_SECONDS) -> pd.DataFrame:
-    """Drop the requests due in the first `warmup_seconds` of each phase, and those outside any phase."""
+    """Keep the requests due within their phase's steady window (see phase_bounds)."""
     requests = requests[requests["phase"] >= 0]
     if requests.empty:
         return requests
-    phase_start = requests.groupby("phase")["scheduled"].transform("min")
-    return requests[requests["scheduled"] >= phase_start + warmup_seconds]
+    bounds = phase_bounds(requests, warmup_seconds)
+    begin = requests["phase"].map(bounds["begin"])
+    end = requests["phase"].map(bounds["end"])
+    return requests[(requests["scheduled"] >= begin) & (requests["scheduled"] <= end)]
 
 
 def step_summary(requests: pd.DataFrame, warmup_seconds: float = DEFAULT_WARMUP_SECONDS) -> pd.DataFrame:
     """One row per phase: target, window, requests, throughput, error rate, latency percentiles.
 
-    Throughput counts the requests due in the phase's steady window per second of that window,
-    successful or not; `ok_throughput` counts only the successful ones.
+    Throughput counts the requests due in the phase's steady window (see phase_bounds) per
+    second of that window, successful or not; `ok_throughput` counts only the successful ones.
     """
     steady = steady_requests(requests, warmup_seconds)
+    if steady.empty:
+        return pd.DataFrame()
+    bounds = phase_bounds(requests, warmup_seconds)
     rows = []
     for phase, group in steady.groupby("phase"):
-        window = float(group["scheduled"].max() - group["scheduled"].min())
+        window = float(bounds.loc[phase, "end"] - bounds.loc[phase, "begin"])
         if window <= 0:
             continue
         ok = group["ok"].astype(bool)
@@ -116,8 +136,9 @@ def littles_law_open(requests: pd.DataFrame, summary: pd.DataFrame,
     """
     steady = steady_requests(requests, warmup_seconds)
     rows = []
+    bounds = phase_bounds(requests, warmup_seconds) if not steady.empty else None
     for phase, group in steady.groupby("phase"):
-        begin, end = float(group["scheduled"].min()), float(group["scheduled"].max())
+        begin, end = float(bounds.loc[phase, "begin"]), float(bounds.loc[phase, "end"])
         if end <= begin:
             continue
         samples = np.arange(begin, end, 0.05)

@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1]
 RUNS_DIR = NOTEBOOKS_DIR / "runs"

@@ -16,15 +16,15 @@ import time
 from pathlib import Path
 
 import httpx
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from notebooks.loadtest.workload import CORPUS_MODULES
 
 logger = logging.getLogger(__name__)
 
 DOCUMENT_MAX_BYTES = 4000
-# A stored token is reused while it stays valid this much longer, which spares a slow password
-# hash per user and run; the load-test platform issues tokens valid for a day.
+# A stored token is reused while it stays valid for at least this long, which spares a slow
+# password hash per user and run. The load-test platform issues tokens valid for a day.
 TOKEN_REUSE_MARGIN_SECONDS = 4 * 3600
 INGESTION_TIMEOUT_SECONDS = 900
 MAX_429_RETRIES = 20
@@ -38,7 +38,7 @@ class SeedingError(RuntimeError):
 
 
 def _send(http: httpx.Client, method: str, path: str, **kwargs) -> httpx.Response:
-    """Send a request, waiting out 429 answers for their Retry-After seconds."""
+    """Send a request, waiting out 429 responses for their Retry-After seconds."""
     for _ in range(MAX_429_RETRIES):
         response = http.request(method, path, **kwargs)
         if response.status_code != 429:
