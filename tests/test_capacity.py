@@ -216,3 +216,14 @@ def test_step_summary_window_ends_at_next_phase():
     second = _requests(1, 4, [10.0] * 10, start=10.0, spacing=1.0)
     summary = measures.step_summary(pd.concat([first, second], ignore_index=True), warmup_seconds=0)
     assert summary.iloc[0]["throughput"] == pytest.approx(6 / 10.0)
+
+
+def test_interpolated_slo_between_steps():
+    summary = pd.DataFrame({"target": [10.0, 20.0, 40.0], "p95_ms": [100.0, 200.0, 400.0],
+                            "error_rate": [0.0, 0.0, 0.0]})
+    assert measures.interpolated_slo_target(summary) == pytest.approx(30.0)
+
+
+def test_interpolated_slo_stops_at_error_step():
+    summary = pd.DataFrame({"target": [10.0, 20.0], "p95_ms": [100.0, 200.0], "error_rate": [0.0, 0.01]})
+    assert measures.interpolated_slo_target(summary) == 10.0

@@ -34,14 +34,16 @@ def read_requests(path: str | Path) -> pd.DataFrame:
 
 
 def percentile(values, q: float) -> float:
-    """The q-th percentile with linear interpolation; NaN for no values."""
+    """Return the q-th percentile with linear interpolation, or NaN for no values."""
     values = np.asarray(values, dtype=float)
     return float(np.percentile(values, q)) if values.size else math.nan
 
 
 def phase_bounds(requests: pd.DataFrame, warmup_seconds: float = DEFAULT_WARMUP_SECONDS) -> pd.DataFrame:
-    """The steady window of each phase: from `warmup_seconds` after its first request was due
-    to the time the next phase's first request was due (for the last phase, its last one's).
+    """Return the steady window of each phase.
+
+    It runs from `warmup_seconds` after the phase's first request was due to the time the next
+    phase's first request was due (for the last phase, to when its own last one was due).
 
     Returns columns phase, begin and end (epoch seconds), indexed by phase.
     """
@@ -69,7 +71,7 @@ def step_summary(requests: pd.DataFrame, warmup_seconds: float = DEFAULT_WARMUP_
     """One row per phase: target, window, requests, throughput, error rate, latency percentiles.
 
     Throughput counts the requests due in the phase's steady window (see phase_bounds) per
-    second of that window, successful or not; `ok_throughput` counts only the successful ones.
+    second of that window, successful or not. `ok_throughput` counts only the successful ones.
     """
     steady = steady_requests(requests, warmup_seconds)
     if steady.empty:
@@ -99,7 +101,7 @@ def step_summary(requests: pd.DataFrame, warmup_seconds: float = DEFAULT_WARMUP_
 
 
 def route_summary(requests: pd.DataFrame, warmup_seconds: float = DEFAULT_WARMUP_SECONDS) -> pd.DataFrame:
-    """One row per phase and request kind: count, error rate and latency percentiles."""
+    """Summarize each phase per request kind: count, error rate and latency percentiles."""
     steady = steady_requests(requests, warmup_seconds)
     rows = []
     for (phase, kind), group in steady.groupby(["phase", "kind"]):
@@ -130,8 +132,8 @@ def littles_law_open(requests: pd.DataFrame, summary: pd.DataFrame,
                      warmup_seconds: float = DEFAULT_WARMUP_SECONDS) -> pd.DataFrame:
     """Check L = lambda * W for each rate of an open run, with L measured by sampling.
 
-    L is the time-average number of requests in flight, sampled every 50 ms from the start and
-    end times; lambda the arrival rate and W the mean time in the system (from the due time).
+    L is the time-average number of requests in the system, sampled every 50 ms from the due and
+    end times. lambda is the arrival rate and W the mean time in the system (from the due time).
     Agreement means the window was steady; a ratio above 1 means the queue was still growing.
     """
     steady = steady_requests(requests, warmup_seconds)
@@ -161,8 +163,28 @@ def max_target_meeting_slo(summary: pd.DataFrame, p95_ms: float = 300.0, max_err
     return float(meeting["target"].max()) if not meeting.empty else None
 
 
+def interpolated_slo_target(summary: pd.DataFrame, p95_ms: float = 300.0,
+                            max_error_rate: float = 0.001) -> float | None:
+    """Estimate where p95 crosses `p95_ms`, linearly between the last step meeting the SLO and the next.
+
+    Returns the largest measured target when every step meets the SLO or when the next step
+    fails on errors rather than latency, and None when no step meets it. An estimate between
+    two measurements, not a measurement.
+    """
+    ordered = summary.sort_values("target").reset_index(drop=True)
+    meets = (ordered["p95_ms"] < p95_ms) & (ordered["error_rate"] < max_error_rate)
+    if not meets.any():
+        return None
+    last = int(meets[meets].index.max())
+    if last == len(ordered) - 1 or ordered.loc[last + 1, "error_rate"] >= max_error_rate:
+        return float(ordered.loc[last, "target"])
+    low, high = ordered.loc[last], ordered.loc[last + 1]
+    fraction = (p95_ms - low["p95_ms"]) / (high["p95_ms"] - low["p95_ms"])
+    return float(low["target"] + fraction * (high["target"] - low["target"]))
+
+
 def phase_windows(requests: pd.DataFrame, warmup_seconds: float = DEFAULT_WARMUP_SECONDS) -> pd.DataFrame:
-    """The steady time window of each phase: phase, target, begin and end (epoch seconds)."""
+    """Return the steady time window of each phase: phase, target, begin and end (epoch seconds)."""
     steady = steady_requests(requests, warmup_seconds)
     if steady.empty:
         return pd.DataFrame(columns=["phase", "target", "begin", "end"])

@@ -3,8 +3,8 @@
 The measured instance is one web server with some Sanic workers on a machine of some cores.
 Scaling out adds identical instances behind a load balancer on the shared PostgreSQL and Redis
 (the rate limits and the cache live in Redis, so instances need no affinity). The estimate
-assumes the shared services are not the bottleneck, which the connection budget and the Redis
-operation rate below check; it is a starting point to verify with a load test at the target.
+assumes the shared services are not the bottleneck, and the connection budget and the Redis
+command rate below check that. It is a starting point to verify with a load test at the target.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ MIN_POOL_SIZE = 2
 
 @dataclass(frozen=True)
 class MeasuredCapacity:
-    """What the load test measured on one instance."""
+    """Capacity of one instance as the load test measured it."""
 
     users_per_instance: float  # the largest user count meeting the SLO
     workers_per_instance: int  # BACKEND_WORKERS during the test
     requests_per_user_per_s: float  # throughput / users at that count: 1 / (think time + response time)
-    mean_server_time_s: float  # mean time a request holds a worker (and at most one connection)
+    mean_server_time_s: float  # mean time a request occupies a worker (and at most one connection)
     max_connections: int = 100  # PostgreSQL's max_connections
     reserved_connections: int = 10  # DB_RESERVED_CONNECTIONS: left for RQ workers and migrations
     superuser_reserved: int = 3  # PostgreSQL's superuser_reserved_connections (its default)
@@ -52,11 +52,13 @@ def recommend(users: int, measured: MeasuredCapacity, headroom: float = DEFAULT_
     pool_size = max(MIN_POOL_SIZE, math.ceil(2 * in_progress))
     max_overflow = max(1, math.ceil(pool_size / 2))
     connections = instances * workers * (pool_size + max_overflow) + measured.reserved_connections
+
     redis_rate = request_rate * REDIS_COMMANDS_PER_REQUEST
     redis_connections = max(10, math.ceil(4 * in_progress * REDIS_COMMANDS_PER_REQUEST))
     # Each server checks this budget at start for its own workers only, so the sum over all
     # instances is the planner's job.
     fits = connections <= measured.max_connections - measured.superuser_reserved
+
     return {
         "users": users,
         "requests_per_s": round(request_rate, 1),

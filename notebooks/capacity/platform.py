@@ -86,7 +86,7 @@ def postgres_max_connections(database_url: str) -> int:
 
 
 def jwt_secret(data_dir: Path) -> str:
-    """A secret kept in the data folder, so tokens of seeded users stay valid across restarts."""
+    """Return the JWT secret kept in the data folder, so seeded users' tokens stay valid across restarts."""
     path = data_dir / "loadtest-jwt.secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def jwt_secret(data_dir: Path) -> str:
 class Platform:
     """Web servers and RQ workers started with one configuration on shared PostgreSQL and Redis.
 
-    `config` holds environment variables of the platform (BACKEND_WORKERS, CACHE_ENABLED, ...).
+    `config` contains environment variables of the platform (BACKEND_WORKERS, CACHE_ENABLED, ...).
     """
 
     config: dict

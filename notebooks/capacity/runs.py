@@ -1,6 +1,6 @@
 """Run folders and the load-generator subprocesses.
 
-A run folder (notebooks/runs/<run>/<variant>/) holds what one configuration produced:
+A run folder (notebooks/runs/<run>/<variant>/) contains what one configuration produced:
 
 - config.json: the platform configuration, the stages and rates, the machine and the time;
 - closed.csv and open.csv: one row per request from the stepped (Locust) and open-loop runs;

@@ -1,7 +1,7 @@
 """Give the load-test platform its tenants, users and documents, once, and tokens for each run.
 
 Accounts (email, password, tenant, a token and its expiry) are kept in the data folder, so the
-next run reuses the same users and their tokens instead of registering new ones, and the same
+next run reuses the same users and their tokens instead of registering new ones. The same
 documents uploaded again are recognized as duplicates (by their SHA-256) and not ingested twice. The accounts file with tokens that the
 load generators read also stays in the data folder, outside the run folders, because tokens
 are credentials.

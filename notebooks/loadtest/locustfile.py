@@ -6,7 +6,7 @@ the environment:
 
 - LOADTEST_ACCOUNTS: JSON file of seeded accounts with tokens; Locust user i uses account
   i modulo their number, so the users are spread across the tenants.
-- LOADTEST_STAGES: JSON list of [users, seconds]; each stage holds that many users.
+- LOADTEST_STAGES: JSON list of [users, seconds]. Each stage runs that many users.
 - LOADTEST_RESULTS: CSV file that receives one row per request (see workload.RESULT_COLUMNS).
 - LOADTEST_SEED: seed of the question and mix choices.
 """
@@ -67,7 +67,12 @@ def _record(request_type, name, response_time, response_length, response, contex
     phase = stage_at(start - _test_started)
     status = getattr(response, "status_code", 0) or 0
     ok = exception is None and 200 <= status < 400
-    error = "" if ok else (type(exception).__name__ if exception is not None else f"HTTP {status}")
+    # A response marked failed carries Locust's CatchResponseError, so the status says more.
+    error = ""
+    if status >= 400:
+        error = f"HTTP {status}"
+    elif exception is not None:
+        error = type(exception).__name__
     users = STAGES[phase][0] if phase is not None else 0
     _results.writerow(("closed", -1 if phase is None else phase, users, name, (context or {}).get("kind", ""),
                        f"{start:.6f}", f"{start:.6f}", f"{end:.6f}", f"{response_time:.3f}", f"{response_time:.3f}",

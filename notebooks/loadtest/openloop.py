@@ -4,7 +4,7 @@ measured from when each request was due.
 A closed-loop generator (Locust's users) waits for a response before it sends the next request,
 so a slow server slows the arrivals down and hides its own queue: coordinated omission. Here
 every arrival time is drawn in advance (Poisson arrivals at the phase's rate, or evenly spaced
-ones), each request is started at its due time on its own task, and its latency runs from the
+ones). Each request is started at its due time on its own task, and its latency runs from the
 due time to the response. When the generator or its connection pool falls behind, that delay
 counts against the server as a real client would see it.
 

@@ -3,8 +3,8 @@
 A user's request is one of: list documents, search, chat, health check, in the ratio 3 : 2 : 1 : 1.
 Search and chat text comes from QUESTIONS, about the standard-library modules that seeding
 uploads (CORPUS_MODULES). Popularity follows a Zipf law over the list order, so the first few
-questions are asked most of the time and the tail rarely, as in real query logs; this is also
-what gives the search cache something to hit.
+questions are asked most of the time and the rest rarely. That skew is also what gives the
+search cache something to hit.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ QUESTIONS = (
 # The mix of request kinds, by weight.
 MIX = {"documents": 3, "search": 2, "chat": 1, "health": 1}
 
-# Zipf exponent: with s = 1.1 over 30 questions the most popular one is about 29% of the asks,
+# Zipf exponent: with s = 1.1 over 30 questions the most popular one is about 29% of the requests,
 # the top five about 62% and the ten least popular together about 8%.
 ZIPF_EXPONENT = 1.1
 
