@@ -28,9 +28,14 @@ def usl_throughput(n, sigma: float, kappa: float, lam: float):
     return lam * n / (1.0 + sigma * (n - 1.0) + kappa * n * (n - 1.0))
 
 
+# A fitted kappa below this is taken as 0: it is the solver's noise at its lower bound, eight
+# orders of magnitude under the 1e-4 of Gunther's SPEC SDM91 example.
+KAPPA_ZERO = 1e-12
+
+
 def peak_concurrency(sigma: float, kappa: float) -> float:
     """Return N* where throughput peaks; infinity when kappa is 0 or sigma is 1 or more."""
-    if kappa <= 0 or sigma >= 1:
+    if kappa <= KAPPA_ZERO or sigma >= 1:
         return math.inf
     return math.sqrt((1.0 - sigma) / kappa)
 
@@ -81,7 +86,7 @@ def _peak_throughput(sigma: float, kappa: float, lam: float) -> float:
     peak = peak_concurrency(sigma, kappa)
     if math.isfinite(peak):
         return float(usl_throughput(peak, sigma, kappa, lam))
-    return lam / sigma if sigma > 0 else math.inf
+    return lam / sigma if sigma > KAPPA_ZERO else math.inf
 
 
 def _peak_stderr(sigma: float, kappa: float, covariance: np.ndarray) -> float:
