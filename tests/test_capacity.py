@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 import socket
 import time
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -227,3 +229,57 @@ def test_interpolated_slo_between_steps():
 def test_interpolated_slo_stops_at_error_step():
     summary = pd.DataFrame({"target": [10.0, 20.0], "p95_ms": [100.0, 200.0], "error_rate": [0.0, 0.01]})
     assert measures.interpolated_slo_target(summary) == 10.0
+
+
+def test_uniform_arrivals_evenly_spaced():
+    from notebooks.loadtest.openloop import arrival_times
+
+    times = arrival_times(4.0, 2.0, "uniform", random.Random(1))
+    assert times == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+
+
+def test_poisson_arrivals_match_rate():
+    from notebooks.loadtest.openloop import arrival_times
+
+    times = arrival_times(20.0, 500.0, "poisson", random.Random(1))
+    assert len(times) == pytest.approx(10_000, rel=0.03)
+    assert all(0 <= due < 500.0 for due in times)
+    assert times == sorted(times)
+
+
+def test_workload_mix_ratio():
+    from notebooks.loadtest.workload import Workload
+
+    workload = Workload(seed=3)
+    kinds = Counter(workload.request().kind for _ in range(14_000))
+    assert kinds["documents"] / kinds["health"] == pytest.approx(3.0, rel=0.1)
+    assert kinds["search"] / kinds["chat"] == pytest.approx(2.0, rel=0.1)
+    assert kinds["chat"] / kinds["health"] == pytest.approx(1.0, rel=0.1)
+
+
+def test_workload_questions_skewed():
+    from notebooks.loadtest.workload import QUESTIONS, Workload
+
+    workload = Workload(seed=3)
+    asked = Counter(workload.question() for _ in range(10_000))
+    assert asked[QUESTIONS[0]] > 5 * asked[QUESTIONS[-1]]
+    assert asked[QUESTIONS[0]] / 10_000 == pytest.approx(0.287, abs=0.02)
+
+
+def test_workload_rejects_unknown_kind():
+    from notebooks.loadtest.workload import Workload
+
+    with pytest.raises(ValueError, match="unknown request kind"):
+        Workload(seed=1).request("upload")
+
+
+def test_plan_accounts_reuses_registered():
+    from notebooks.capacity.seeding import plan_accounts
+
+    existing = [{"tenant": "Load test tenant 1", "email": "a@example.com", "password": "x" * 16, "role": "admin",
+                 "registered": True}]
+    accounts = plan_accounts(2, 2, existing)
+    assert accounts[0] is existing[0]
+    assert len(accounts) == 4
+    assert [account["role"] for account in accounts] == ["admin", "member", "admin", "member"]
+    assert not accounts[1]["registered"]
