@@ -41,6 +41,7 @@ _results_file = open(os.environ["LOADTEST_RESULTS"], "w", newline="")
 _results = csv.writer(_results_file)
 _results.writerow(RESULT_COLUMNS)
 _test_started = time.time()
+_run_id = f"{int(_test_started)}"
 
 
 def stage_at(elapsed: float) -> int | None:
@@ -96,7 +97,8 @@ class PlatformUser(FastHttpUser):
         number = next(_account_numbers)
         account = _accounts[number % len(_accounts)]
         self.headers = {"Authorization": f"Bearer {account['token']}"}
-        self.session_id = f"load-{number}"
+        # A session per user and run, so chat history does not grow from one run to the next.
+        self.session_id = f"load-{_run_id}-{number}"
 
     def _send(self, kind: str) -> None:
         request = _workload.request(kind, session_id=self.session_id)

@@ -60,10 +60,12 @@ class OpenLoop:
         self.writer = writer
         self.timeout = timeout
         self.in_flight = 0
+        # Chat sessions are per run, so their history does not grow from one run to the next.
+        self.run_id = str(int(time.time()))
 
     async def send(self, phase: int, rate: float, due: float, number: int) -> None:
         account = self.accounts[number % len(self.accounts)]
-        request = self.workload.request(session_id=f"open-{number % len(self.accounts)}")
+        request = self.workload.request(session_id=f"open-{self.run_id}-{number % len(self.accounts)}")
         if self.in_flight >= MAX_IN_FLIGHT:
             self._write(phase, rate, request, due, due, time.time(), 0, "overload")
             return
