@@ -114,7 +114,9 @@ def _bootstrap_peak(n: np.ndarray, x: np.ndarray, fitted: np.ndarray, samples: i
         peaks.append(peak_concurrency(params[0], params[1]))
     if not peaks:
         return (math.nan, math.nan)
-    low, high = np.percentile(np.array(peaks), [2.5, 97.5])
+    # Fits without a peak give an infinite N*; the "inverted_cdf" method picks sample values, so
+    # such a bound comes out as infinity instead of NaN from interpolating between infinities.
+    low, high = np.percentile(np.array(peaks), [2.5, 97.5], method="inverted_cdf")
     return (float(low), float(high))
 
 
