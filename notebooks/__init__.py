@@ -1,0 +1,1 @@
+"""Capacity-planning notebooks, their load generators and the analysis code they share."""

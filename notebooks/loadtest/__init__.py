@@ -1,0 +1,1 @@
+"""Load generators of the capacity notebooks: a Locust workload and an open-loop generator."""
