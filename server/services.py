@@ -50,8 +50,15 @@ def _run_async(coroutine):
 
 
 def export_service_urls(settings: Settings) -> tuple[str, str]:
-    """Resolve the URLs and put them in the environment, so child processes use the same servers."""
+    """Resolve the URLs and put them in the environment, so child processes use the same servers.
+
+    With the embedded PostgreSQL, its owner's URL is exported as DATABASE_ADMIN_URL too: a child
+    sees DATABASE_URL set, and would otherwise migrate as the application role, which may not
+    create tables.
+    """
     database_url, redis_url = resolve_service_urls(settings)
+    if settings.database_url is None and not settings.database_admin_url:
+        os.environ["DATABASE_ADMIN_URL"] = embedded.ensure_postgres(settings.data_dir)
     os.environ["DATABASE_URL"] = database_url
     os.environ["REDIS_URL"] = redis_url
     return database_url, redis_url

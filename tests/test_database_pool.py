@@ -114,8 +114,9 @@ def test_pool_serves_again_after_timeout(service_urls):
 
 @pytest.fixture
 def tiny_pool_server(server_env):
+    # The cache is off, so that /users/me needs the pool and cannot be served from Redis.
     with running_server(server_env, "web-tiny-pool", BACKEND_WORKERS="1", DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0",
-                        DB_POOL_TIMEOUT="0.5") as base_url:
+                        DB_POOL_TIMEOUT="0.5", CACHE_ENABLED="false") as base_url:
         yield base_url
 
 

@@ -100,7 +100,7 @@ def test_handler_lines_carry_request_id(api):
                              headers={**user["headers"], "X-Request-ID": request_id})
     assert response.status_code == 200
     lines = request_lines(request_id)
-    assert [line for line in lines if " chat answered " in line]
+    assert [line for line in lines if " chat answer stored " in line]
     assert len([line for line in lines if " request done " in line]) == 1
 
 

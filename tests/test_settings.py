@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from server.services import export_development_jwt_secret
+from db.roles import role_of
+from server.services import export_development_jwt_secret, export_service_urls, resolve_admin_database_url
 from server.settings import PLACEHOLDER_JWT_SECRETS, Settings, SettingsError, load_settings
+from tests.conftest import TEST_DATA_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,3 +80,19 @@ def test_server_start_stops_on_invalid_value(tmp_path):
     assert result.returncode != 0
     assert "BACKEND_WORKERS" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_exported_embedded_urls_let_a_child_migrate_as_the_owner(monkeypatch, service_urls):
+    # The launcher exports DATABASE_URL (the application role) for its children; a child that saw
+    # no DATABASE_ADMIN_URL migrated as that role and failed with "permission denied for schema public".
+    for name in ("DATABASE_URL", "DATABASE_ADMIN_URL", "REDIS_URL"):
+        monkeypatch.setenv(name, "unset")
+        monkeypatch.delenv(name)
+    parent = Settings(data_dir=str(TEST_DATA_DIR))
+
+    database_url, _ = export_service_urls(parent)
+    child = load_settings()
+
+    assert child.database_url == database_url
+    assert role_of(resolve_admin_database_url(child, child.database_url)) == role_of(service_urls["database_url"])
+    assert role_of(service_urls["database_url"]) != role_of(database_url)
