@@ -315,6 +315,20 @@ def test_resume_follows_live_events_to_done(llm_api, fake_llm):
     assert followed == rest
 
 
+@pytest.mark.parametrize("offset", [0, 1000])
+def test_resume_after_the_last_event_answers_204(llm_api, fake_llm, offset):
+    # An EventSource reconnects after `done` with that event's id; the stream used to stay open with
+    # pings only, holding one of the user's stream slots.
+    user = llm_api.register()
+    with post_stream(llm_api, user, "What is water?") as response:
+        original = EventReader(response).until_end()
+    message_id = original[0][2]["message_id"]
+    last_id = original[-1][0] + offset
+    response = llm_api.http.get(f"/chat/messages/{message_id}/events",
+                                headers={**user["headers"], "Last-Event-ID": str(last_id)}, timeout=10)
+    assert response.status_code == 204
+
+
 def test_events_of_another_user_are_not_found(llm_api, fake_llm):
     owner, stranger = llm_api.register(), llm_api.register()
     with post_stream(llm_api, owner, "What is water?") as response:

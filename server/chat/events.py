@@ -81,6 +81,16 @@ class EventLog:
                 events.append(Event(event_id, fields[b"event"].decode(), json.loads(fields[b"data"])))
         return events
 
+    async def final_event_id(self, message_id: str) -> int | None:
+        """Return the id of the answer's `done` or `error` event, or None while the answer goes on."""
+        reply = await self.redis.xrevrange(events_key(message_id), count=1)
+        if not reply:
+            return None
+        entry_id, fields = reply[0]
+        if fields[b"event"].decode() not in TERMINAL_EVENTS:
+            return None
+        return int(entry_id.decode().split("-", 1)[1])
+
     async def exists(self, message_id: str) -> bool:
         return bool(await self.redis.exists(events_key(message_id)))
 

@@ -121,5 +121,12 @@ async def follow_logged_events(response: HTTPResponse, streams: ChatStreams, mes
                                                                   "the stored message from its session."}))
             return
         if time.monotonic() >= ping_at:
+            # A Last-Event-ID past the answer's last event would otherwise wait for events that never come.
+            try:
+                final_id = await log.final_event_id(message_id)
+            except (RedisError, OSError):
+                final_id = None
+            if final_id is not None and last_id >= final_id:
+                return
             await response.send(PING)
             ping_at = time.monotonic() + heartbeat

@@ -11,7 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from sanic import Blueprint, Request, Sanic
-from sanic.response import json
+from sanic.response import HTTPResponse, json
 from sanic_ext.extensions.openapi import openapi
 
 from db import chat as queries
@@ -199,6 +199,9 @@ async def message_events(request: Request, message_id: str):
     # Another user's message is as unknown as a missing one.
     if owner != owner_value(caller.tenant_id, caller.user_id):
         raise unknown
+    if await _ended_before(streams, message_key, last_id):
+        # An EventSource reconnects after `done` with that event's id; 204 tells it to stop.
+        return HTTPResponse(status=204)
 
     async with stream_slot(request, caller.user_id):
         with streams.open_stream():
@@ -206,6 +209,16 @@ async def message_events(request: Request, message_id: str):
             await follow_logged_events(response, streams, message_key, last_id,
                                        request.app.ctx.settings.sse_heartbeat_seconds)
             await response.eof()
+
+
+async def _ended_before(streams: ChatStreams, message_id: str, last_id: int) -> bool:
+    """Return whether the answer has ended with an event the client already has."""
+    try:
+        final_id = await streams.event_log.final_event_id(message_id)
+    except (RedisError, OSError) as error:
+        logger.warning("chat events end unreadable message_id=%s error=%s", message_id, type(error).__name__)
+        return False
+    return final_id is not None and last_id >= final_id
 
 
 @blueprint.get("/sessions")
