@@ -131,6 +131,11 @@ async def _ingest(job, document_id: UUID, tenant_id: UUID) -> dict:
         vectors = []
         batch = settings.embedding_batch_size
         for start in range(0, len(titled), batch):
+            # A document deleted meanwhile is not worth the rest of its embedding.
+            if start and not await queries.is_unfinished(connection, tenant_id=tenant_id, document_id=document_id):
+                logger.info("ingestion stopped reason=document_deleted document_id=%s chunks_done=%d",
+                            document_id, start)
+                return {"status": "skipped", "chunks": 0}
             with metrics.timed("ingestion.embedding_batch"):
                 vectors.append(embedding.encode(titled[start:start + batch], batch_size=batch))
             _report(job, document_id, "processing", min(start + batch, len(contents)), len(contents))

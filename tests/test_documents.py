@@ -1,8 +1,11 @@
 """Documents over HTTP: upload, duplicate detection, list, get, delete, jobs and progress events."""
 
 import json
+import time
 
 import httpx
+
+from tests.conftest import LOG_DIR
 
 TEXT = ("Reciprocal rank fusion merges several rankings. Each item scores the sum of one over the "
         "constant plus its rank in every ranking, so items ranked well by several lists rise to the top.")
@@ -128,3 +131,32 @@ def test_events_of_a_failed_document_end_with_failed(api, rq_worker):
     events = _read_events(api, user, document_id)
     assert events[-1][0] == "failed"
     assert events[-1][1]["error"]
+
+
+def test_delete_ends_open_events_stream_and_stops_ingestion(api, rq_worker):
+    # The stream kept sending pings after a DELETE, and the worker went on embedding the
+    # deleted document to its last chunk.
+    user = api.register()
+    text = " ".join(f"Paragraph {index}. {TEXT}" for index in range(500))
+    document_id = api.upload_text(user, "Long fusion notes", text).json()["document"]["id"]
+    events = []
+    deleted = False
+    with api.http.stream("GET", f"/documents/{document_id}/events", headers=user["headers"],
+                         timeout=httpx.Timeout(60)) as response:
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: "):]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[len("data: "):])))
+                # Deleted once the first batch is embedded, while the job is still at work.
+                if not deleted and name == "progress" and events[-1][1]["chunks_done"] > 0:
+                    assert api.http.delete(f"/documents/{document_id}", headers=user["headers"]).status_code == 204
+                    deleted = True
+    assert events[-1] == ("failed", {"status": "failed", "error": "The document was deleted."})
+    worker_log = LOG_DIR / "worker.log"
+    deadline = time.monotonic() + 60
+    stopped = f"ingestion stopped reason=document_deleted document_id={document_id}"
+    while stopped not in worker_log.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert stopped in worker_log.read_text(errors="replace")

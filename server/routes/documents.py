@@ -20,11 +20,12 @@ from sanic.response import empty, json
 from db import documents as queries
 from db import ingestion as ingestion_queries
 from jobs.parsing import EmptyDocument, UnsupportedContentType, detect_content_type
-from jobs.progress import TERMINAL_EVENTS, channel_name, latest_key, progress_data
+from jobs.progress import LATEST_EVENT_TTL_SECONDS, TERMINAL_EVENTS, channel_name, latest_key, progress_data
 from jobs.queues import enqueue_ingestion
 from server.auth import principal
 from server.errors import (NotFound, PayloadTooLarge, RateLimited, ServiceUnavailable, UnsupportedMediaType,
                            ValidationFailed)
+from server.jsonenc import dumps
 from server.metrics import counts_open_stream
 from server.pagination import decode_cursor, page, parse_limit
 from server.sse import PING, SSE_HEADERS, format_event, parse_message
@@ -39,6 +40,7 @@ MAX_TITLE_CHARS = 500
 MAX_METADATA_BYTES = 16 * 1024
 # An estimate of when one of a capped tenant's documents is done: a few jobs' time.
 INGESTION_CAP_RETRY_AFTER_SECONDS = 30
+DELETED_MESSAGE = "The document was deleted."
 
 
 class JsonUpload(BaseModel):
@@ -192,8 +194,21 @@ async def delete_document(request: Request, document_id: str):
     if not deleted:
         raise NotFound("No document with this id.")
     await request.app.ctx.cache.invalidate_tenant(caller.tenant_id)
+    await _announce_deletion(request.app.ctx.redis, document_id)
     logger.info("document deleted document_id=%s", document_id)
     return empty(status=204)
+
+
+async def _announce_deletion(redis, document_id: str) -> None:
+    """End the document's open event streams with a `failed` event; they would otherwise wait forever."""
+    message = dumps({"event": "failed", "data": {"status": "failed", "error": DELETED_MESSAGE}})
+    try:
+        async with redis.pipeline(transaction=False) as pipeline:
+            pipeline.set(latest_key(document_id), message, ex=LATEST_EVENT_TTL_SECONDS)
+            pipeline.publish(channel_name(document_id), message)
+            await pipeline.execute()
+    except RedisError as error:
+        logger.warning("deletion not announced document_id=%s error=%s", document_id, type(error).__name__)
 
 
 def _state_event(row: dict) -> tuple[str, dict]:
@@ -237,7 +252,7 @@ async def _stream_document_events(request: Request, pubsub, caller, doc_id: UUID
     response = await request.respond(content_type="text/event-stream", headers=SSE_HEADERS)
     row = await queries.get_document(db, tenant_id=caller.tenant_id, document_id=doc_id)
     if row is None:
-        await response.send(format_event("failed", {"status": "failed", "error": "The document was deleted."}))
+        await response.send(format_event("failed", {"status": "failed", "error": DELETED_MESSAGE}))
         await response.eof()
         return
     event, data = _state_event(row)
