@@ -87,6 +87,17 @@ def test_expired_token_is_unauthorized(api, server_env):
     assert "expired" in response.json()["error"]["message"]
 
 
+def test_token_of_a_user_that_does_not_exist_is_unauthorized(api, server_env):
+    # A validly signed token whose user is gone answered 404 on /users/me.
+    user = api.register()
+    claims = {"sub": str(uuid.uuid4()), "tid": user["tenant_id"], "role": "admin",
+              "iat": int(time.time()), "exp": int(time.time()) + 600}
+    token = jwt.encode(claims, server_env["JWT_SECRET"], algorithm="HS256")
+    response = api.http.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
 def test_admin_creates_member_who_can_log_in(api):
     admin = api.register()
     email = f"member-{uuid.uuid4().hex[:8]}@example.com"

@@ -14,6 +14,7 @@ from sanic.response import json
 from db import usage
 from server.auth import principal
 from server.cache import cache_status
+from server.errors import ValidationFailed
 from server.search import SearchRequest, elapsed_ms, search
 from server.validation import parse_body
 
@@ -31,15 +32,16 @@ class SearchBody(BaseModel):
 
 
 def parse_ids(raw: list[str] | None) -> list[UUID] | None:
-    """Parse document ids; an id that is not a UUID can match no document, so it is dropped."""
+    """Parse document ids; one that is not a UUID is a client error, not a filter that matches nothing."""
     if raw is None:
         return None
     ids = []
-    for value in raw:
+    for index, value in enumerate(raw):
         try:
             ids.append(UUID(value))
         except ValueError:
-            continue
+            raise ValidationFailed("document_ids must hold document ids (UUIDs).",
+                                   details=[{"field": f"document_ids[{index}]", "problem": "not a UUID"}]) from None
     return ids
 
 

@@ -13,7 +13,7 @@ from sanic.response import json
 from db import users as queries
 from server.auth import current_role, hash_password, load_profile, principal
 from server.cache import cache_status
-from server.errors import Conflict, Forbidden, NotFound
+from server.errors import Conflict, Forbidden, Unauthorized
 from server.routes.auth import EMAIL_PATTERN
 from server.validation import parse_body
 
@@ -35,7 +35,7 @@ async def me(request: Request):
     profile, from_cache = await load_profile(request, caller)
     request.ctx.cache_status = cache_status(from_cache)
     if profile is None:
-        raise NotFound("The user of this token no longer exists.")
+        raise Unauthorized("The user of this token no longer exists.")
     return json({"id": profile["id"], "email": profile["email"], "role": profile["role"],
                  "tenant": {"id": profile["tenant_id"], "name": profile["tenant_name"]}})
 
