@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Install the platform into .venv and bring it up with its demo: `python3 up.py`.
 
-Needs only Python 3.11+. The first run creates .venv and installs the dependencies (PyTorch as
-its CPU build first, so that no resolver pulls a CUDA build); later runs reuse them while
+Needs only Python 3.11+. The first run creates .venv and installs the dependencies (PyTorch
+first, pinned, so that no resolver pulls another build; TORCH_INDEX_URL names the index to take
+it from, such as PyTorch's CPU wheel index); later runs reuse them while
 setup.cfg is unchanged. Arguments are passed on to `python -m server.launch` (try --help).
 """
 
@@ -30,8 +31,11 @@ def install() -> None:
     if STAMP.exists() and STAMP.read_text() == fingerprint:
         return
     pip = [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check"]
-    print(f"installing {TORCH_REQUIREMENT} (CPU build)")
-    subprocess.run(pip + [TORCH_REQUIREMENT], check=True)
+    # pip takes torch from its configured index. Where that index serves a CUDA build, point
+    # TORCH_INDEX_URL at PyTorch's CPU wheel index.
+    torch_index = ["--index-url", os.environ["TORCH_INDEX_URL"]] if os.environ.get("TORCH_INDEX_URL") else []
+    print(f"installing {TORCH_REQUIREMENT} before the rest, so no resolver picks another torch")
+    subprocess.run(pip + torch_index + [TORCH_REQUIREMENT], check=True)
     print("installing the platform and its dependencies")
     subprocess.run(pip + ["-e", str(ROOT)], check=True)
     STAMP.write_text(fingerprint)

@@ -23,6 +23,16 @@ DASHBOARD_HOST = "127.0.0.1"
 DASHBOARD_PORT = 9181
 
 
+def dashboard_address() -> tuple[str, int]:
+    """Return the host and port the dashboard listens on: DASHBOARD_HOST and DASHBOARD_PORT, or the defaults."""
+    return os.environ.get("DASHBOARD_HOST", DASHBOARD_HOST), int(os.environ.get("DASHBOARD_PORT", DASHBOARD_PORT))
+
+
+def dashboard_url() -> str:
+    host, port = dashboard_address()
+    return f"http://{host}:{port}"
+
+
 def dashboard_password(settings) -> str:
     if settings.dashboard_password:
         return settings.dashboard_password
@@ -41,8 +51,7 @@ def main() -> None:
     os.environ["RQ_DASHBOARD_USERNAME"] = DASHBOARD_USERNAME
     os.environ["RQ_DASHBOARD_PASSWORD"] = dashboard_password(settings)
     os.environ["RQ_DASHBOARD_REDIS_URL"] = redis_url
-    host = os.environ.get("DASHBOARD_HOST", DASHBOARD_HOST)
-    port = int(os.environ.get("DASHBOARD_PORT", DASHBOARD_PORT))
+    host, port = dashboard_address()
     logger.info("dashboard start url=http://%s:%d username=%s password_file=%s", host, port, DASHBOARD_USERNAME,
                 "none" if settings.dashboard_password else Path(settings.data_dir) / "dashboard.password")
     from rq_dashboard.cli import run

@@ -22,6 +22,7 @@ import httpx
 from db import embedded
 from db.migrate import apply_migrations
 from db.roles import role_of
+from jobs.dashboard import dashboard_url
 from server.logs import configure_logging
 from server.services import export_service_urls, resolve_admin_database_url
 from server.settings import get_settings
@@ -131,7 +132,7 @@ def main() -> None:
     status = 0
     try:
         wait_until_ready(url, started)
-        print(f"API ready at {url} (OpenAPI at {url}/docs); dashboard at http://127.0.0.1:9181")
+        print(f"API ready at {url} (OpenAPI at {url}/docs); dashboard at {dashboard_url()}")
         if not args.no_demo:
             from server.demo.client import run_demo
 
