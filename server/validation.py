@@ -19,7 +19,10 @@ def read_json(request: Request) -> object:
         raise UnsupportedMediaType(f"Send the body as application/json, not {content_type}.")
     try:
         return json.loads(request.body or b"", parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except RecursionError:
+        # Valid JSON, but deeper than the parser goes; no request of this API needs such depth.
+        raise BadRequest("The request body is nested too deeply to be read as JSON.") from None
+    except (ValueError, UnicodeDecodeError):
         raise BadRequest("The request body is not valid JSON.") from None
 
 

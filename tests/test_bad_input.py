@@ -181,3 +181,12 @@ def test_json_responses_declare_utf8(api):
 def test_public_path_with_trailing_slash_needs_no_token(api):
     # Regression: /health/ matched the route but not the public-path list, so it answered 401.
     assert api.http.get("/health/").status_code == 200
+
+
+def test_deep_nesting_is_named_in_the_error(api):
+    # Valid JSON 5,000 levels deep was called "not valid JSON", which sent clients looking for a syntax error.
+    user = api.register()
+    response = api.http.post("/search", headers={**user["headers"], "Content-Type": "application/json"},
+                             content=b"[" * 5000 + b"]" * 5000)
+    _assert_error(response, 400, "bad_request")
+    assert "nested too deeply" in response.json()["error"]["message"]
