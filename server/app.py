@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.register_middleware(begin_request, "request")
     app.register_middleware(finish_request, "response")
     app.register_listener(open_resources, "before_server_start")
+    app.register_listener(stop_background_tasks, "before_server_stop")
     app.register_listener(close_resources, "after_server_stop")
     chat.register_listeners(app)
     return app
@@ -89,6 +90,11 @@ async def open_resources(app: Sanic) -> None:
     start_model_loading()
     app.add_task(metrics.sample_gauges(app, settings.metrics_sample_seconds), name="metrics-sampler")
     logger.info("worker ready pool_max=%d", settings.db_pool_max)
+
+
+async def stop_background_tasks(app: Sanic) -> None:
+    # Cancelled here, Sanic does not warn at shutdown that the task was cancelled unfinished.
+    await app.cancel_task("metrics-sampler", raise_exception=False)
 
 
 async def close_resources(app: Sanic) -> None:

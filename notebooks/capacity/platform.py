@@ -55,14 +55,27 @@ def run_coroutine(coroutine):
 
 
 def start_services(data_dir: Path) -> tuple[str, str]:
-    """Start (or find running) the embedded PostgreSQL and Redis, migrate, and return their URLs."""
+    """Start (or find running) the embedded PostgreSQL and Redis, migrate, and return their URLs.
+
+    The database URL is the application role's, as in a deployment, so row-level security
+    applies to the measured requests; `admin_database_url` gives the owner's.
+    """
     from db import embedded
     from db.migrate import apply_migrations
+    from db.roles import ensure_app_role, role_of
+    from server.services import APP_ROLE_PASSWORD_FILE
 
-    database_url = embedded.ensure_postgres(data_dir)
+    admin_url = embedded.ensure_postgres(data_dir)
     redis_url = embedded.ensure_redis(data_dir)
-    run_coroutine(apply_migrations(database_url))
+    database_url = run_coroutine(ensure_app_role(admin_url, data_dir / APP_ROLE_PASSWORD_FILE))
+    run_coroutine(apply_migrations(admin_url, role_of(database_url)))
     return database_url, redis_url
+
+
+def admin_database_url(data_dir: Path) -> str:
+    from db import embedded
+
+    return embedded.ensure_postgres(data_dir)
 
 
 def stop_services(data_dir: Path) -> None:
@@ -114,6 +127,7 @@ class Platform:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("DATABASE_", "REDIS_"))}
         env.update({
             "DATABASE_URL": database_url,
+            "DATABASE_ADMIN_URL": admin_database_url(self.data_dir),
             "REDIS_URL": redis_url,
             "DATA_DIR": str(self.data_dir),
             "ENVIRONMENT": "test",
