@@ -26,6 +26,10 @@ from db import embedded
 from db.migrate import apply_migrations
 from db.roles import ensure_app_role, role_of
 
+# tox runs the suite with ENVIRONMENT=test, where the placeholder JWT secret is refused, so the
+# Settings that tests build in this process need a real one.
+os.environ.setdefault("JWT_SECRET", "test-process-" + uuid.uuid4().hex)
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_DIR = ROOT / "var" / "test"
 LOG_DIR = TEST_DATA_DIR / "logs"
