@@ -29,12 +29,11 @@ from typing import Any
 from uuid import UUID
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from server.jsonenc import dumps
 from server.metrics import record_cache_lookup
+from server.redis_clients import connect_fail_fast
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -110,12 +109,9 @@ class Cache:
 
     @classmethod
     def connect(cls, redis_url: str, settings: Settings) -> "Cache":
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=settings.redis_max_connections, timeout=REDIS_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            retry=Retry(NoBackoff(), 0),
-        )
-        return cls(aioredis.Redis(connection_pool=pool), settings)
+        redis = connect_fail_fast(redis_url, max_connections=settings.redis_max_connections,
+                                  timeout_seconds=REDIS_TIMEOUT_SECONDS)
+        return cls(redis, settings)
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -26,8 +26,6 @@ from uuid import UUID
 import asyncpg
 import redis.asyncio as aioredis
 from databases import Database
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from sanic import Request
 from sanic.exceptions import BadRequest
@@ -36,6 +34,7 @@ from sanic.response import HTTPResponse
 from db import users as user_queries
 from server.errors import RateLimited
 from server.metrics import record_rate_limit
+from server.redis_clients import connect_fail_fast
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -328,12 +327,9 @@ class RateLimiter:
     @classmethod
     def connect(cls, redis_url: str, settings: Settings) -> "RateLimiter":
         """Build a limiter with its own Redis pool, whose short timeouts keep an outage from stalling requests."""
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=settings.redis_max_connections, timeout=REDIS_TIMEOUT_SECONDS,
-            socket_timeout=REDIS_TIMEOUT_SECONDS, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-            retry=Retry(NoBackoff(), 0),
-        )
-        return cls(aioredis.Redis(connection_pool=pool), settings)
+        redis = connect_fail_fast(redis_url, max_connections=settings.redis_max_connections,
+                                  timeout_seconds=REDIS_TIMEOUT_SECONDS)
+        return cls(redis, settings)
 
     async def close(self) -> None:
         await self.redis.aclose()
