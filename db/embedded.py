@@ -202,7 +202,7 @@ def _redis_server_binary() -> str:
 
 
 def _wait_for_redis_loaded(port: int, log_path: Path) -> None:
-    """Wait until Redis has replayed its append-only file; until then it answers LOADING to commands."""
+    """Wait until Redis has replayed its append-only file, because until then it rejects commands with LOADING."""
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)

@@ -52,9 +52,9 @@ def _run_async(coroutine):
 def export_service_urls(settings: Settings) -> tuple[str, str]:
     """Resolve the URLs and put them in the environment, so child processes use the same servers.
 
-    With the embedded PostgreSQL, its owner's URL is exported as DATABASE_ADMIN_URL too: a child
-    sees DATABASE_URL set, and would otherwise migrate as the application role, which may not
-    create tables.
+    With the embedded PostgreSQL, its owner's URL is exported as DATABASE_ADMIN_URL too. A child
+    process finds DATABASE_URL set, so without it the child would migrate as the application
+    role, which may not create tables.
     """
     database_url, redis_url = resolve_service_urls(settings)
     if settings.database_url is None and not settings.database_admin_url:

@@ -87,8 +87,8 @@ def test_expired_token_is_unauthorized(api, server_env):
     assert "expired" in response.json()["error"]["message"]
 
 
-def test_token_of_a_user_that_does_not_exist_is_unauthorized(api, server_env):
-    # A validly signed token whose user is gone answered 404 on /users/me.
+def test_token_of_missing_user_is_unauthorized(api, server_env):
+    # A validly signed token whose user no longer exists returned 404 on /users/me.
     user = api.register()
     claims = {"sub": str(uuid.uuid4()), "tid": user["tenant_id"], "role": "admin",
               "iat": int(time.time()), "exp": int(time.time()) + 600}

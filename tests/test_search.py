@@ -55,8 +55,8 @@ def test_document_filter_limits_results(api, corpus):
     assert {result["document_id"] for result in results} == {ids["Gardening"]}
 
 
-def test_document_id_that_is_not_a_uuid_is_422(api):
-    # It used to be dropped, and the search answered 200 with no results.
+def test_malformed_document_id_is_422(api):
+    # It used to be dropped, and the search returned 200 with no results.
     user = api.register()
     response = api.http.post("/search", headers=user["headers"],
                              json={"query": "telescope", "document_ids": ["not-a-uuid"]})

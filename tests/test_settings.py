@@ -82,7 +82,7 @@ def test_server_start_stops_on_invalid_value(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_exported_embedded_urls_let_a_child_migrate_as_the_owner(monkeypatch, service_urls):
+def test_exported_urls_migrate_as_owner(monkeypatch, service_urls):
     # The launcher exports DATABASE_URL (the application role) for its children; a child that saw
     # no DATABASE_ADMIN_URL migrated as that role and failed with "permission denied for schema public".
     for name in ("DATABASE_URL", "DATABASE_ADMIN_URL", "REDIS_URL"):

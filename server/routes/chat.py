@@ -200,7 +200,7 @@ async def message_events(request: Request, message_id: str):
     if owner != owner_value(caller.tenant_id, caller.user_id):
         raise unknown
     if await _ended_before(streams, message_key, last_id):
-        # An EventSource reconnects after `done` with that event's id; 204 tells it to stop.
+        # An EventSource reconnects after `done` with that event's id, and a 204 stops it from reconnecting.
         return HTTPResponse(status=204)
 
     async with stream_slot(request, caller.user_id):
