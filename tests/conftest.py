@@ -16,6 +16,7 @@ import uuid
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -120,6 +121,18 @@ def wait_until_ready(base_url: str, process: subprocess.Popen, timeout: float = 
             pass
         time.sleep(0.5)
     raise RuntimeError(f"server not ready within {timeout} s; see {LOG_DIR}")
+
+
+def without_rq_worker(server_env: dict, database: int) -> dict:
+    """Variables that point a server at Redis database `database`, where no RQ worker listens.
+
+    The session's `rq_worker` ingests every document enqueued in the shared database within a
+    second, so a test that needs a document to stay queued gives its server its own database.
+    """
+    url = urlsplit(server_env["REDIS_URL"])._replace(path=f"/{database}").geturl()
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return {"REDIS_URL": url}
 
 
 @contextmanager

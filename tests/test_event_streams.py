@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from tests.conftest import running_server
+from tests.conftest import running_server, without_rq_worker
 
 REDIS_CONNECTIONS = 3
 
@@ -11,8 +11,8 @@ REDIS_CONNECTIONS = 3
 @pytest.fixture(scope="module")
 def scarce_server(server_env):
     """One worker with a Redis pool of REDIS_CONNECTIONS and no RQ worker, so documents stay queued."""
-    with running_server(server_env, "web-scarce", BACKEND_WORKERS="1",
-                        REDIS_MAX_CONNECTIONS=str(REDIS_CONNECTIONS)) as base_url:
+    with running_server(server_env, "web-scarce", BACKEND_WORKERS="1", REDIS_MAX_CONNECTIONS=str(REDIS_CONNECTIONS),
+                        **without_rq_worker(server_env, database=1)) as base_url:
         yield base_url
 
 

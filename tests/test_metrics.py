@@ -18,7 +18,7 @@ import pytest
 from jobs import ingest
 from server import metrics
 from server.settings import Settings
-from tests.conftest import running_server
+from tests.conftest import running_server, without_rq_worker
 
 PREFIX = "testplat"
 RECEIVE_TIMEOUT_SECONDS = 30
@@ -43,7 +43,7 @@ class StatsdReceiver:
         while self._running:
             try:
                 datagram = self.socket.recv(65535)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             with self._lock:
                 self.datagrams.append(datagram)
@@ -197,7 +197,8 @@ def module_receiver():
 def metrics_server(server_env, module_receiver):
     with running_server(server_env, "web-metrics", BACKEND_WORKERS="2", ENABLE_METRICS="true",
                         STATSD_HOST="127.0.0.1", STATSD_PORT=str(module_receiver.port), STATSD_PREFIX=PREFIX,
-                        METRICS_SAMPLE_SECONDS="1", SSE_HEARTBEAT_SECONDS="1") as base_url:
+                        METRICS_SAMPLE_SECONDS="1", SSE_HEARTBEAT_SECONDS="1",
+                        **without_rq_worker(server_env, database=2)) as base_url:
         yield base_url
 
 
