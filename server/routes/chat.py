@@ -25,7 +25,7 @@ from server.chat.streams import ChatStreams, follow_logged_events, send_run_even
 from server.chat.tools import Toolbox
 from server.errors import NotFound, ServiceUnavailable, ValidationFailed
 from server.metrics import counts_open_stream
-from server.pagination import decode_cursor, page, parse_limit
+from server.pagination import decode_cursor, page, parse_limit, scope_tag
 from server.ratelimit import stream_slot
 from server.sse import SSE_HEADERS
 from server.validation import parse_body
@@ -226,9 +226,10 @@ async def _ended_before(streams: ChatStreams, message_id: str, last_id: int) -> 
 async def list_sessions(request: Request):
     caller = principal(request)
     limit = parse_limit(request)
+    scope = scope_tag("chat sessions")
     rows = await queries.list_sessions(request.app.ctx.db, tenant_id=caller.tenant_id, user_id=caller.user_id,
-                                       limit=limit + 1, after=decode_cursor(request))
-    body = page(rows, limit, key=lambda row: (row["updated_at"], row["id"]))
+                                       limit=limit + 1, after=decode_cursor(request, scope))
+    body = page(rows, limit, scope, key=lambda row: (row["updated_at"], row["id"]))
     body["items"] = [{"session_id": row["session_key"], "created_at": row["created_at"],
                       "updated_at": row["updated_at"]} for row in body["items"]]
     return json(body)
@@ -243,8 +244,9 @@ async def list_messages(request: Request, session_id: str):
                                          session_key=session_id)
     if session is None:
         raise NotFound("No chat session with this id.")
+    scope = scope_tag("chat messages", session["id"])
     rows = await queries.list_messages(request.app.ctx.db, tenant_id=caller.tenant_id, session_id=session["id"],
-                                       limit=limit + 1, after=decode_cursor(request))
-    body = page(rows, limit)
+                                       limit=limit + 1, after=decode_cursor(request, scope))
+    body = page(rows, limit, scope)
     body["items"] = [message_body(row) for row in body["items"]]
     return json(body)

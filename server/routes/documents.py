@@ -27,7 +27,7 @@ from server.errors import (NotFound, PayloadTooLarge, RateLimited, ServiceUnavai
                            ValidationFailed)
 from server.jsonenc import dumps
 from server.metrics import counts_open_stream
-from server.pagination import decode_cursor, page, parse_limit
+from server.pagination import decode_cursor, page, parse_limit, scope_tag
 from server.sse import PING, SSE_HEADERS, format_event, parse_message
 from server.validation import read_json, reject_unstorable_strings, validate
 
@@ -167,9 +167,10 @@ async def list_documents(request: Request):
     if status is not None and status not in STATUSES:
         raise ValidationFailed(f"status must be one of {', '.join(STATUSES)}.",
                                details=[{"field": "status", "problem": f"unknown status {status!r}"}])
+    scope = scope_tag("documents", status)
     rows = await queries.list_documents(request.app.ctx.db, tenant_id=caller.tenant_id, limit=limit + 1,
-                                        status=status, after=decode_cursor(request))
-    body = page(rows, limit)
+                                        status=status, after=decode_cursor(request, scope))
+    body = page(rows, limit, scope)
     body["items"] = [document_body(row) for row in body["items"]]
     return json(body)
 
