@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from redis import Redis
 from rq import Queue, Retry
 from rq.job import Job
@@ -40,7 +42,11 @@ def read_attempts(redis: Redis, job_id: str) -> int | None:
 
 
 def create_ingestion_job(redis: Redis, *, job_id: str, document_id: str, tenant_id: str, timeout: int) -> Job:
-    """Save an ingestion job in Redis without enqueueing it. `fairness.dispatch` enqueues it later."""
+    """Save an ingestion job in Redis without enqueueing it. `fairness.dispatch` enqueues it later.
+
+    RQ sets the job's `enqueued_at` only when the dispatcher moves it into the RQ queue, so the
+    time the job was queued is kept in its meta as `queued_at` (ISO 8601, UTC).
+    """
     settings = get_settings()
     delays = settings.ingestion_retry_delays
     job = Queue(INGESTION_QUEUE, connection=redis).create_job(
@@ -52,7 +58,7 @@ def create_ingestion_job(redis: Redis, *, job_id: str, document_id: str, tenant_
         failure_ttl=settings.job_failure_ttl,
         retry=Retry(max=len(delays), interval=delays) if delays else None,
         meta={"kind": "ingestion", "tenant_id": tenant_id, "document_id": document_id, "progress": 0.0,
-              "attempts": 0},
+              "attempts": 0, "queued_at": datetime.now(timezone.utc).isoformat()},
         description=f"ingest document {document_id}",
     )
     job.origin = INGESTION_QUEUE

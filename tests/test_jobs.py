@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 import uuid
+from datetime import datetime, timezone
 
 import asyncpg
 import asyncio
@@ -21,7 +22,7 @@ import redis as redis_client
 from rq import Queue
 from rq.job import Job
 
-from jobs.fairness import pending_key
+from jobs.fairness import is_pending, pending_key
 from jobs.ingest import FAULT_KEY_PREFIX
 from tests.conftest import Api, _start, _stop, running_server
 
@@ -198,6 +199,22 @@ def test_pending_job_reports_queue_position(jobs_api, fresh_redis):
     assert job["status"] == "queued"
     assert job["queue_position"] >= 2
     assert "estimated_start" in job
+
+
+def test_pending_job_reports_enqueued_at(jobs_api, fresh_redis):
+    """A job in its tenant's pending list, not yet in the RQ queue, used to report enqueued_at null."""
+    user = jobs_api.register()
+    before = datetime.now(timezone.utc)
+    accepted = [upload(jobs_api, user, unique_text(20)) for _ in range(INGESTION_CAP)]
+    after = datetime.now(timezone.utc)
+    last = accepted[-1]["job_id"]
+    assert is_pending(fresh_redis, user["tenant_id"], last)
+
+    job = jobs_api.http.get(f"/jobs/{last}", headers=user["headers"]).json()
+
+    assert job["status"] == "queued"
+    assert job["enqueued_at"] is not None
+    assert before <= datetime.fromisoformat(job["enqueued_at"]) <= after
 
 
 def test_ready_without_worker_reports_degraded_queue(jobs_api, fresh_redis):

@@ -47,7 +47,7 @@ def _read_job(redis, job_id: str) -> dict | None:
         "error": _error(job) if status and status.value == "failed" else None,
         "document_id": job.meta.get("document_id"),
         "tenant_id": job.meta.get("tenant_id"),
-        "enqueued_at": job.enqueued_at,
+        "enqueued_at": _queued_at(job),
         "started_at": job.started_at,
         "ended_at": job.ended_at,
     }
@@ -57,6 +57,18 @@ def _read_job(redis, job_id: str) -> dict | None:
         if position is not None:
             body["estimated_start"] = datetime.now(timezone.utc) + timedelta(seconds=position * ASSUMED_JOB_SECONDS)
     return body
+
+
+def _queued_at(job: Job) -> datetime | None:
+    """Return when the job was queued. An ingestion job waits in its tenant's pending list before
+    RQ enqueues it, so its meta's `queued_at`, set at upload, comes first."""
+    queued_at = job.meta.get("queued_at")
+    if queued_at:
+        try:
+            return datetime.fromisoformat(queued_at)
+        except (TypeError, ValueError):
+            logger.warning("job queued_at unreadable job_id=%s", job.id)
+    return job.enqueued_at
 
 
 def _queue_position(redis, job: Job) -> int | None:
