@@ -44,14 +44,11 @@ def create_app(settings: Settings | None = None) -> Sanic:
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = settings.graceful_shutdown_timeout
     app.config.FALLBACK_ERROR_FORMAT = "json"
     app.config.ACCESS_LOG = False
-    app.config.OAS_URL_PREFIX = "/docs"
-    app.config.OAS_UI_DEFAULT = "swagger"
-    app.config.OAS_UI_REDOC = False
+    # server/openapi.py describes the API and server/routes/docs.py serves it, so sanic-ext's
+    # generated description and its CDN-loaded /docs page are off.
+    app.config.OAS = False
     app.ctx.settings = settings
     Extend(app)
-    app.ext.openapi.describe("ragplatform", version="0.1.0",
-                             description="Upload documents, search them and chat with cited answers.")
-    app.ext.openapi.add_security_scheme("token", "http", scheme="bearer", bearer_format="JWT")
 
     for blueprint in (docs.blueprint, health.blueprint, auth_routes.blueprint, users.blueprint, documents.blueprint,
                       jobs.blueprint, search.blueprint, chat.blueprint, usage.blueprint):
