@@ -8,7 +8,6 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 from sanic import Blueprint, Request
-from sanic_ext.extensions.openapi import openapi
 from sanic.response import json
 
 from db import users as queries
@@ -47,7 +46,6 @@ def token_body(request: Request, *, user_id, tenant_id, role) -> dict:
 
 
 @blueprint.post("/register")
-@openapi.body({"application/json": RegisterBody})
 async def register(request: Request):
     if not request.app.ctx.settings.allow_signup:
         raise Forbidden("Sign-up is disabled on this server; ask an admin of your tenant to add you.")
@@ -65,7 +63,6 @@ async def register(request: Request):
 
 
 @blueprint.post("/login")
-@openapi.body({"application/json": LoginBody})
 async def login(request: Request):
     body = parse_body(request, LoginBody)
     user = await queries.find_user_for_login(request.app.ctx.db, body.email.strip())
