@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from server.app import REQUEST_ID_PATTERN
+
 
 def _assert_error(response, status: int, code: str) -> dict:
     assert response.status_code == status, response.text
@@ -129,6 +131,19 @@ def test_request_id_is_replaced_when_malformed(api):
     response = api.http.get("/health", headers={"X-Request-ID": "bad id\twith tabs"})
     assert response.headers["x-request-id"] != "bad id\twith tabs"
     assert len(response.headers["x-request-id"]) >= 8
+
+
+@pytest.mark.parametrize("request_id", ["abcd1234", "trace.ID_01:span-02", "a" * 128])
+def test_request_id_of_allowed_characters_is_echoed(api, request_id):
+    response = api.http.get("/health", headers={"X-Request-ID": request_id})
+    assert response.headers["x-request-id"] == request_id
+
+
+@pytest.mark.parametrize("request_id", ["abc1234", "a" * 129, "id-with/slash", "id with space", "id;drop=1"])
+def test_request_id_outside_pattern_is_replaced(api, request_id):
+    response = api.http.get("/health", headers={"X-Request-ID": request_id})
+    assert response.headers["x-request-id"] != request_id
+    assert REQUEST_ID_PATTERN.match(response.headers["x-request-id"])
 
 
 def test_blank_tenant_name_is_unprocessable(api):
