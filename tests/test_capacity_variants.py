@@ -150,6 +150,13 @@ def test_drift_divides_each_baseline_by_previous():
     assert drift["baselines"].tolist() == [(0,), (2,)]
 
 
+def test_drift_adjacent_across_one_variant_run():
+    steps = steps_frame([("baseline", 1, {25: 10.0}), ("a", 1, {25: 5.0}), ("baseline", 1, {25: 12.0}),
+                         ("b", 1, {25: 5.0}), ("baseline", 1, {}), ("a", 2, {25: 5.0}), ("baseline", 2, {25: 9.0})])
+    drift = variants.baseline_drift(steps, ["ok_throughput"])
+    assert drift["adjacent"].tolist() == [True, False]
+
+
 def test_drift_empty_with_one_baseline_run():
     steps = steps_frame([("baseline", 1, {25: 10.0}), ("a", 1, {25: 5.0})])
     assert variants.baseline_drift(steps, ["ok_throughput"]).empty

@@ -94,6 +94,7 @@ def baseline_drift(steps: pd.DataFrame, metrics: list[str], baseline: str = "bas
 
     Nothing changed between two baseline runs, so the spread of these ratios is the noise a
     variant's ratio must stand out from. Rows are labelled with the variant "<baseline> drift".
+    `adjacent` is True when at most one run (the variant run) lies between the two.
     """
     runs = _runs(steps)
     baseline_runs = runs[runs["variant"] == baseline]
@@ -108,7 +109,7 @@ def baseline_drift(steps: pd.DataFrame, metrics: list[str], baseline: str = "bas
                     "variant": f"{baseline} drift", "round": current.round, "sequence": current.sequence,
                     "target": step.target, "metric": metric,
                     "ratio": _ratio(float(getattr(step, metric)), float(previous_steps.loc[step.target, metric])),
-                    "baselines": (previous.sequence,), "adjacent": current.sequence - previous.sequence == 1,
+                    "baselines": (previous.sequence,), "adjacent": current.sequence - previous.sequence <= 2,
                 })
     return pd.DataFrame(rows, columns=RATIO_COLUMNS)
 
