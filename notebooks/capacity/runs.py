@@ -6,6 +6,10 @@ A run folder (notebooks/runs/<run>/<variant>/) contains what one configuration p
 - closed.csv and open.csv: one row per request from the stepped (Locust) and open-loop runs;
 - locust_stats.csv, locust_stats_history.csv, ...: Locust's own CSV reports;
 - statsd.txt: the statsd lines the server sent during the run, with their receive times.
+
+The variant comparison's runs are under notebooks/runs/<run>/comparison/<sequence>-<variant>/,
+with the same files and the round and sequence in config.json. Runs saved before the comparison
+was interleaved have their variants next to the baseline instead, one run each.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ OPENLOOP = NOTEBOOKS_DIR / "loadtest" / "openloop.py"
 # Seconds a generator may run past its planned duration (start-up, in-flight requests) before
 # it is stopped.
 OVERRUN_SECONDS = 60
+COMPARISON_FOLDER = "comparison"
 
 
 def machine_description() -> dict:
@@ -50,6 +55,30 @@ def list_variants(run_folder: Path) -> list[Path]:
     """Return the variant folders of a run, the baseline first, then by name."""
     variants = sorted(path for path in Path(run_folder).iterdir() if (path / "config.json").exists())
     return sorted(variants, key=lambda path: (path.name != "baseline", path.name))
+
+
+def list_comparison_runs(run_folder: Path, baseline: str = "baseline") -> list[dict]:
+    """Return the variant comparison's runs in the order they were made.
+
+    Each is a dict of folder, variant, round, sequence and the 1-minute load average at its
+    start. A run folder without comparison/ is of the older layout: its variant folders are taken
+    in the order their config.json was written, all in round 1.
+    """
+    comparison = Path(run_folder) / COMPARISON_FOLDER
+    if comparison.is_dir():
+        folders = [path for path in comparison.iterdir() if (path / "config.json").exists()]
+        configs = [read_config(path) for path in folders]
+        order = [config["sequence"] for config in configs]
+    else:
+        folders = list_variants(run_folder)
+        configs = [read_config(path) for path in folders]
+        order = [(path.name != baseline, config.get("written_at", "")) for path, config in zip(folders, configs)]
+
+    ranked = sorted(zip(order, folders, configs), key=lambda item: item[0])
+    return [{"folder": folder, "variant": config.get("variant", folder.name), "round": config.get("round", 1),
+             "sequence": config.get("sequence", position),
+             "load_average_1m": config.get("machine", {}).get("load_average_1m")}
+            for position, (_, folder, config) in enumerate(ranked)]
 
 
 def _follow(process: subprocess.Popen, seconds: float, description: str) -> int:
