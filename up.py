@@ -21,12 +21,41 @@ STAMP = VENV / ".installed-setup-cfg"
 TORCH_REQUIREMENT = "torch==2.13.0"
 
 
+def venv_is_usable(venv_dir: Path) -> bool:
+    """Tell whether the venv's python runs and imports pip.
+
+    An interrupted creation can leave the directory without python, or with python but
+    without pip, and every later install would fail on it.
+    """
+    python = venv_dir / "bin" / "python"
+    if not python.exists():
+        return False
+    try:
+        result = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def prepare_venv(venv_dir: Path) -> None:
+    """Create the venv, or recreate it when it exists but is unusable.
+
+    ensurepip installs pip from the wheel bundled with Python, so this needs no network.
+    Recreating also removes the install stamp, so the dependencies are installed again.
+    """
+    if not venv_dir.exists():
+        print(f"creating {venv_dir}")
+    elif venv_is_usable(venv_dir):
+        return
+    else:
+        print(f"{venv_dir} has no working python or pip, as an interrupted creation leaves it; recreating it")
+    venv.create(venv_dir, with_pip=True, clear=True)
+
+
 def install() -> None:
     if sys.version_info < (3, 11):
         raise SystemExit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
-    if not PYTHON.exists():
-        print(f"creating {VENV}")
-        venv.create(VENV, with_pip=True)
+    prepare_venv(VENV)
     fingerprint = hashlib.sha256((ROOT / "setup.cfg").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == fingerprint:
         return

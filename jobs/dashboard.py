@@ -23,6 +23,19 @@ DASHBOARD_HOST = "127.0.0.1"
 DASHBOARD_PORT = 9181
 
 
+class StartLineLevel(logging.Filter):
+    """Lower rq-dashboard's `* Running on` line from ERROR to INFO.
+
+    rq-dashboard 0.9 sets the werkzeug logger to ERROR, which hides werkzeug's line per request,
+    and then logs its own start line at ERROR so that the line still shows.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.ERROR and str(record.msg).startswith(" * Running on"):
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
+
+
 def dashboard_address() -> tuple[str, int]:
     """Return the host and port the dashboard listens on: DASHBOARD_HOST and DASHBOARD_PORT, or the defaults."""
     return os.environ.get("DASHBOARD_HOST", DASHBOARD_HOST), int(os.environ.get("DASHBOARD_PORT", DASHBOARD_PORT))
@@ -56,6 +69,7 @@ def main() -> None:
                 "none" if settings.dashboard_password else Path(settings.data_dir) / "dashboard.password")
     from rq_dashboard.cli import run
 
+    logging.getLogger("werkzeug").addFilter(StartLineLevel())
     run(args=["--bind", host, "--port", str(port)], auto_envvar_prefix="RQ_DASHBOARD")
 
 

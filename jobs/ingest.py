@@ -52,7 +52,15 @@ MAX_TITLE_CHARS_EMBEDDED = 120
 
 
 class PermanentIngestionError(Exception):
-    """The document can never be ingested as it is; retrying would fail the same way."""
+    """The document can never be ingested as it is; retrying would fail the same way.
+
+    The job has already marked the document failed with `reason` when it raises this.
+    """
+
+    def __init__(self, document_id: UUID, reason: str):
+        super().__init__(reason)
+        self.document_id = document_id
+        self.reason = reason
 
 
 def ingest_document(document_id: str, tenant_id: str) -> dict:
@@ -121,7 +129,8 @@ async def _ingest(job, document_id: UUID, tenant_id: UUID) -> dict:
                 raise DocumentParseError(NO_TEXT_MESSAGE)
         except DocumentParseError as error:
             await _fail(connection, job, tenant_id, document_id, str(error))
-            raise PermanentIngestionError(str(error)) from error
+            # The worker logs this failure as one warning line (jobs/worker.py).
+            raise PermanentIngestionError(document_id, str(error)) from error
 
         contents = [piece.content for piece in pieces]
         # Each chunk is embedded under its document's title, so that a chunk deep inside a
@@ -180,7 +189,6 @@ async def _inject_faults(job, content_sha256: str) -> None:
 
 async def _fail(connection: asyncpg.Connection, job, tenant_id: UUID, document_id: UUID, reason: str) -> None:
     await queries.set_status(connection, tenant_id=tenant_id, document_id=document_id, status="failed", error=reason)
-    logger.info("ingestion failed document_id=%s reason=%s", document_id, reason)
     if job is not None:
         publish_event(job.connection, str(document_id), "failed", {"status": "failed", "error": reason})
 
@@ -191,11 +199,12 @@ async def _fail_if_last_attempt(job, tenant_id: UUID, document_id: UUID) -> None
         logger.warning("ingestion attempt failed, will retry document_id=%s retries_left=%s",
                        document_id, job.retries_left)
         return
+    reason = "Ingestion failed repeatedly because a service was unavailable; upload the document again."
+    logger.info("ingestion failed document_id=%s reason=%s", document_id, reason)
     try:
         connection = await _connect()
         try:
-            await _fail(connection, job, tenant_id, document_id,
-                        "Ingestion failed repeatedly because a service was unavailable; upload the document again.")
+            await _fail(connection, job, tenant_id, document_id, reason)
         finally:
             await connection.close()
     except (OSError, asyncpg.PostgresError):

@@ -15,21 +15,45 @@ import time
 
 from redis import Redis
 from rq import Worker
+from rq.job_lifecycle import call_exception_handlers
 
 from jobs import embedding, maintenance
+from jobs.ingest import PermanentIngestionError
 from jobs.queues import WORKER_QUEUES
 from server import metrics
-from server.logs import configure_logging
+from server.logs import configure_logging, job_id_var
 from server.services import export_service_urls
 from server.settings import get_settings
 
-logger = logging.getLogger(__name__)
+# Named in full because `python -m jobs.worker` runs this module as `__main__`.
+logger = logging.getLogger("jobs.worker")
 
 # Seconds a worker's registration lives between heartbeats when idle; RQ blocks on the queues
 # for this minus 15 s, and restarts its scheduler and cleans registries between two blocks.
 WORKER_TTL_SECONDS = 60
 # How often RQ cleans its registries and tries to take over a dead worker's scheduler lock.
 RQ_MAINTENANCE_INTERVAL_SECONDS = 60
+
+
+class IngestionWorker(Worker):
+    """An RQ worker that logs an ingestion's permanent failure as one warning line.
+
+    A file that cannot be parsed or contains no text is an expected outcome, already recorded on
+    the document, so RQ's error line with a traceback would only bury real errors. Any other
+    exception keeps that error line. Either way RQ then marks the job failed.
+    """
+
+    def handle_exception(self, job, *exc_info):
+        error = exc_info[1]
+        if not isinstance(error, PermanentIngestionError):
+            super().handle_exception(job, *exc_info)
+            return
+        bound = job_id_var.set(job.id)
+        try:
+            logger.warning("ingestion failed permanently document_id=%s reason=%s", error.document_id, error.reason)
+        finally:
+            job_id_var.reset(bound)
+        call_exception_handlers(self._exc_handlers, job, *exc_info)
 
 
 def main() -> None:
@@ -48,9 +72,9 @@ def main() -> None:
     embedding.load_model()
     logger.info("worker model ready seconds=%.2f pid=%d", time.perf_counter() - started, os.getpid())
 
-    worker = Worker(list(WORKER_QUEUES), connection=Redis.from_url(redis_url), worker_ttl=WORKER_TTL_SECONDS,
-                    job_monitoring_interval=settings.job_monitoring_interval,
-                    maintenance_interval=RQ_MAINTENANCE_INTERVAL_SECONDS)
+    worker = IngestionWorker(list(WORKER_QUEUES), connection=Redis.from_url(redis_url),
+                             worker_ttl=WORKER_TTL_SECONDS, job_monitoring_interval=settings.job_monitoring_interval,
+                             maintenance_interval=RQ_MAINTENANCE_INTERVAL_SECONDS)
     logger.info("worker start queues=%s pid=%d", ",".join(WORKER_QUEUES), os.getpid())
     worker.work(with_scheduler=True, logging_level=settings.log_level)
 

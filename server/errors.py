@@ -10,13 +10,16 @@ import logging
 import uuid
 
 from sanic import Request, Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.response import HTTPResponse, json
 
 from db.tenancy import DatabaseUnavailable
 from server.logs import request_id_var
 
 logger = logging.getLogger(__name__)
+
+# nginx's status for a request whose client closed the connection before the response.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ApiError(Exception):
@@ -124,6 +127,15 @@ def install_error_handlers(app: Sanic) -> None:
         if status == 413:
             message = "The request body is larger than the server accepts."
         return error_response(request, status, code, message, headers=getattr(error, "headers", None))
+
+    @app.exception(RequestCancelled)
+    async def handle_client_gone(request: Request, error: RequestCancelled) -> HTTPResponse:
+        # Sanic cancels the handler when its client disconnects, and without this handler it
+        # records a 500 that nobody receives. That happens to every readiness probe which gives
+        # up on a server still starting, so the access line and the metrics would count it as a
+        # server error. The response below is not sent, because the connection is closed.
+        return error_response(request, CLIENT_CLOSED_REQUEST, "client_closed_request",
+                              "The client closed the connection before the response was sent.")
 
     @app.exception(Exception)
     async def handle_unexpected(request: Request, error: Exception) -> HTTPResponse:

@@ -1,4 +1,4 @@
-"""Logging setup: key=value lines in development, JSON lines in production.
+"""Logging setup: key=value lines or JSON lines, as LOG_FORMAT selects.
 
 The request id and the job id live in context variables, so every line logged while serving a
 request or running a job carries them without being passed around. Inside any RQ job the job
@@ -117,10 +117,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(settings) -> None:
-    """Install one stderr handler on the root logger; JSON when ENVIRONMENT is production."""
+    """Install one stderr handler on the root logger, formatting lines as LOG_FORMAT selects.
+
+    The web server, the RQ worker and the maintenance clock forked from the worker all log
+    through this handler.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
-    handler.setFormatter(JsonFormatter() if settings.environment == "production" else KeyValueFormatter())
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     job_monitoring_interval: int = Field(10, ge=1, le=600)
     maintenance_sweep_interval: int = Field(30, ge=1, le=3600)
     usage_refresh_interval: int = Field(300, ge=10, le=86400)
+    # Logs: `json` (one object per line) or `text` (key=value lines). Left unset, it is json when
+    # ENVIRONMENT is production and text otherwise.
+    log_format: Literal["json", "text"] | None = None
 
     @field_validator("log_level")
     @classmethod
@@ -105,6 +108,17 @@ class Settings(BaseSettings):
         if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lowercase_log_format(cls, value):
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _default_log_format(self) -> "Settings":
+        if self.log_format is None:
+            self.log_format = "json" if self.environment == "production" else "text"
+        return self
 
     @model_validator(mode="after")
     def _production_needs_real_secret(self) -> "Settings":

@@ -7,6 +7,7 @@ import logging
 
 from datetime import datetime, timezone
 
+from redis.exceptions import ResponseError
 from rq import Queue, Worker
 from rq.worker import WorkerStatus
 from sanic import Blueprint, Request
@@ -41,19 +42,40 @@ async def _check_model(request: Request) -> dict:
     return {"status": "ok" if embedding.is_loaded() else "loading"}
 
 
+def _registered_workers(redis) -> tuple[list[Worker], int]:
+    """Read each registered worker; return those read and the count of registrations unreadable.
+
+    A registration whose hash has a malformed field, or whose key is not a hash, makes RQ's
+    Worker.all raise for every worker. Skipping it keeps the live workers and queue depths visible.
+    """
+    workers, unreadable = [], 0
+    for key in Worker.all_keys(connection=redis):
+        try:
+            worker = Worker.find_by_key(key, connection=redis)
+        except (ValueError, ResponseError) as error:
+            # Debug only: probes repeat every few seconds, and the body reports the count.
+            logger.debug("worker registration unreadable key=%s error=%s", key, type(error).__name__)
+            unreadable += 1
+            continue
+        if worker is not None:
+            workers.append(worker)
+    return workers, unreadable
+
+
 def _read_queue(redis) -> dict:
     """Read live workers and queue depths with RQ's own client. It blocks, so run it in a thread.
 
     A worker counts as live while its registration key exists. RQ renews the key on every
     heartbeat, and it expires 60 to 120 s after the last one (jobs/worker.py sets the intervals).
     """
-    workers = Worker.all(connection=redis)
+    workers, unreadable = _registered_workers(redis)
     now = datetime.now(timezone.utc)
     heartbeats = [worker.last_heartbeat for worker in workers if worker.last_heartbeat is not None]
     pending = sum(fairness.pending_counts(redis).values())
     return {
         "status": "ok" if workers else "degraded",
         "workers": len(workers),
+        "unreadable_workers": unreadable,
         "busy_workers": sum(1 for worker in workers if worker.get_state() == WorkerStatus.BUSY),
         "oldest_heartbeat_seconds": round(max((now - beat).total_seconds() for beat in heartbeats), 1)
         if heartbeats else None,
