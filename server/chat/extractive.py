@@ -5,6 +5,11 @@ weighted by how rare each term is among the sentences at hand, plus a small bonu
 rank. The best few sentences are quoted with a ``[n]`` marker, and ``n`` indexes the citation of
 the chunk the sentence came from. When neither the words nor the embedding similarity of the hits
 relate to the question, the answer is ``NO_ANSWER``.
+
+Words vouch for an answer only when every content word of the question occurs in the hits. A
+question with a word that no hit contains must be vouched for by the embedding instead, and one
+that names something no hit mentions ("CSV", "json.dumps") is not answered at all: sentences that
+share the question's generic words ("read", "file") are near misses, not answers.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ MIN_COVERAGE = 0.5
 # even if the wording differs. With all-MiniLM-L6-v2, the Python documentation passages of
 # tests/test_extractive.py scored 0.54 to 0.74 against questions they answer, but up to 0.35
 # against "How do I send an HTTP request in Python?", which they do not answer. Below 0.4 the
-# question must share words with the hits.
+# question must share words with the hits. `python -m tests.benchmark_answers` measures this on
+# ingested pydoc text; docs/benchmarks.md records its figures.
 MIN_SIMILARITY = 0.4
 
 # Score bonus of the top hit. The hit at 0-based rank r gets RANK_WEIGHT / (r + 1), which is small
@@ -85,6 +91,8 @@ STOP_WORDS = frozenset(
 # "argparse.ArgumentParser", "add_argument", "command-line" or "utf-8".
 _TOKEN = re.compile(r"\w+(?:[.\-]\w+)*")
 _SEPARATORS = re.compile(r"[._\-]+")
+# Dots and underscores join the parts of code identifiers, while hyphens also join plain words.
+_IDENTIFIER_MARK = re.compile(r"\w[._]\w")
 _CAMEL_CASE_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _WORD = re.compile(r"\w+")
 _WHITESPACE = re.compile(r"\s+")
@@ -152,13 +160,16 @@ class _Sentence:
 class _QueryTerms:
     atoms: frozenset[str]  # stemmed words and identifier parts
     identifiers: frozenset[str]  # identifiers kept whole, lowercased
+    names: frozenset[str]  # the atoms of words written as names, see _is_name
 
 
 def compose_answer(question: str, hits: list[Hit], max_sentences: int = 4) -> Answer:
     """Build an answer from at most ``max_sentences`` hit sentences, each followed by its ``[n]``.
 
-    Returns ``Answer(NO_ANSWER, [], False)`` when there are no usable hits, or when the best
-    sentence covers less than MIN_COVERAGE of the question and no hit reaches MIN_SIMILARITY.
+    Returns ``Answer(NO_ANSWER, [], False)`` when there are no usable hits, when a name in the
+    question occurs in no hit, or when no hit reaches MIN_SIMILARITY and the words do not vouch
+    for the answer either: the best sentence covers less than MIN_COVERAGE of the question, or a
+    content word of the question occurs in no hit.
     """
     if max_sentences < 1:
         raise ValueError(f"max_sentences must be at least 1, got {max_sentences}")
@@ -169,6 +180,13 @@ def compose_answer(question: str, hits: list[Hit], max_sentences: int = 4) -> An
         return Answer(NO_ANSWER, [], False)
 
     query = _query_terms(question)
+    found_terms = _terms_in_hits(sentences, hits)
+    missing_names = query.names - found_terms
+    if missing_names:
+        logger.debug("extractive answer: question names are in no hit missing=%s hits=%d",
+                     ",".join(sorted(missing_names)), len(hits))
+        return Answer(NO_ANSWER, [], False)
+
     idf = _inverse_document_frequencies(sentences)
     unseen_idf = _idf(0, len(sentences))
     coverages = [_coverage(sentence, query, idf, unseen_idf) for sentence in sentences]
@@ -176,18 +194,31 @@ def compose_answer(question: str, hits: list[Hit], max_sentences: int = 4) -> An
     similarities = [hit.similarity for hit in hits if hit.similarity is not None]
     best_similarity = max(similarities, default=None)
 
-    answered = best_coverage >= MIN_COVERAGE or (
-        best_similarity is not None and best_similarity >= MIN_SIMILARITY
-    )
+    # A question word that no hit contains means the words match only in part, however rare the
+    # matched ones are, so only the embedding can vouch for the hits then.
+    all_words_found = query.atoms <= found_terms
+    by_words = all_words_found and best_coverage >= MIN_COVERAGE
+    by_meaning = best_similarity is not None and best_similarity >= MIN_SIMILARITY
     logger.debug(
-        "extractive answer: answered=%s coverage=%.2f similarity=%s hits=%d",
-        answered,
+        "extractive answer: by_words=%s by_meaning=%s coverage=%.2f similarity=%s hits=%d",
+        by_words,
+        by_meaning,
         best_coverage,
         best_similarity,
         len(hits),
     )
-    if not answered:
+    if not by_words and not by_meaning:
         return Answer(NO_ANSWER, [], False)
+
+    if not by_words:
+        # Quote only the passages that the embedding vouches for.
+        kept = [
+            index
+            for index, sentence in enumerate(sentences)
+            if sentence.hit.similarity is not None and sentence.hit.similarity >= MIN_SIMILARITY
+        ]
+        sentences = [sentences[index] for index in kept]
+        coverages = [coverages[index] for index in kept]
 
     chosen = _select_by_score(sentences, coverages, query, max_sentences)
     if chosen:
@@ -277,7 +308,43 @@ def _truncate(text: str, limit: int) -> str:
 
 def _query_terms(question: str) -> _QueryTerms:
     atoms, identifiers = _terms(question)
-    return _QueryTerms(frozenset(atoms), frozenset(identifiers))
+    names: set[str] = set()
+    for match in _TOKEN.finditer(question):
+        if _is_name(match.group(), question[: match.start()]):
+            names.update(_token_terms(match.group())[0])
+    return _QueryTerms(frozenset(atoms), frozenset(identifiers), frozenset(names))
+
+
+def _is_name(token: str, before: str) -> bool:
+    """Tell whether a question word names a thing: "CSV", "ArgumentParser", "json.dumps",
+    "add_argument", "base64", or "Excel" past the first word of a sentence.
+
+    Such a word is what the question is about, so a hit that lacks it answers another question.
+    NOTE: a name typed in lower case ("csv") counts as an ordinary word, so only the embedding
+    similarity keeps near misses for it out.
+    """
+    if token.lower() in STOP_WORDS:
+        return False
+    if _IDENTIFIER_MARK.search(token):
+        return True
+    has_digit = any(character.isdigit() for character in token)
+    if has_digit and any(character.isalpha() for character in token):
+        return True
+    if any(character.isupper() for character in token[1:]):
+        return True
+    opens_sentence = not before.strip() or before.rstrip()[-1] in ".?!;:"
+    return token[0].isupper() and not opens_sentence
+
+
+def _terms_in_hits(sentences: list[_Sentence], hits: list[Hit]) -> set[str]:
+    """Return every term of the quotable sentences and of the hits' document titles."""
+    found: set[str] = set()
+    for sentence in sentences:
+        found.update(sentence.terms)
+    for hit in hits:
+        atoms, identifiers = _terms(hit.document_title or "")
+        found.update(atoms, identifiers)
+    return found
 
 
 def _terms(text: str) -> tuple[set[str], set[str]]:
