@@ -513,6 +513,18 @@ def test_missing_word_needs_similarity():
     assert answer == Answer(NO_ANSWER, [], False)
 
 
+def test_missing_word_needs_more_than_min_similarity():
+    # Measured: the lower-case question reached 0.40 on the fileinput chunk, which does not answer it.
+    hits = [
+        make_hit(0, ARRAY_FILES, similarity=CSV_TO_ARRAY_SIMILARITY, title="array"),
+        make_hit(1, FILEINPUT_LINES, similarity=CSV_TO_FILEINPUT_SIMILARITY, title="fileinput"),
+    ]
+
+    answer = compose_answer("how do i read a csv file?", hits)
+
+    assert answer == Answer(NO_ANSWER, [], False)
+
+
 def test_missing_word_answered_by_similarity():
     hits = [make_hit(0, ARRAY_FILES, similarity=0.5, title="array")]
 
