@@ -1,4 +1,4 @@
-"""When the extractive answerer answers, on a labelled set: `python -m tests.benchmark_answers`.
+"""Decisions of the extractive answerer on a labelled set: `python -m tests.benchmark_answers`.
 
 It starts a one-worker web server and an RQ worker on the embedded services under var/bench and
 uploads the pydoc text of MODULES into one tenant; csv is left out, as in the demo where the

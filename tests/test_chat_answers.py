@@ -54,7 +54,7 @@ def test_present_answer_cites_its_module(module_api, stdlib_tenant):
 
 
 def test_paraphrased_question_is_answered(module_api, stdlib_tenant):
-    # "lines", "several" and "input files" are the module's words; "go through" and "many" are not.
+    # The module "iterates over the lines of all files"; the question puts it in other words.
     user, titles = stdlib_tenant
 
     message = ask(module_api, user, "How can I go through the lines of many files one after another?")

@@ -514,7 +514,8 @@ def test_missing_word_needs_similarity():
 
 
 def test_missing_word_needs_more_than_min_similarity():
-    # Measured: the lower-case question reached 0.40 on the fileinput chunk, which does not answer it.
+    # Measured: the lower-case question reached 0.40 on the fileinput chunk, which does not
+    # answer it.
     hits = [
         make_hit(0, ARRAY_FILES, similarity=CSV_TO_ARRAY_SIMILARITY, title="array"),
         make_hit(1, FILEINPUT_LINES, similarity=CSV_TO_FILEINPUT_SIMILARITY, title="fileinput"),

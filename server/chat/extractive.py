@@ -40,9 +40,9 @@ MIN_COVERAGE = 0.5
 MIN_SIMILARITY = 0.4
 
 # The similarity needed instead when a content word of the question occurs in no hit, as "csv" in
-# "how do i read a csv file?" asked of the array and fileinput modules. On the pydoc text of
-# `python -m tests.benchmark_answers`, such near misses reached at most 0.41 and the paraphrases
-# that the documents answer at least 0.45 (measured 2026-12-05), and this is the midpoint.
+# "how do i read a csv file?" asked of the array and fileinput modules. In two runs of
+# `python -m tests.benchmark_answers` on pydoc text (2026-12-05), such near misses reached at most
+# 0.41 and the paraphrases that the documents answer at least 0.45, and this is the midpoint.
 MIN_SIMILARITY_WITH_MISSING_WORDS = 0.43
 
 # Score bonus of the top hit. The hit at 0-based rank r gets RANK_WEIGHT / (r + 1), which is small
@@ -154,7 +154,7 @@ class Answer:
 
 @dataclass(frozen=True)
 class Evidence:
-    """What the hits show about a question, and whether that is enough to answer it."""
+    """The word coverage, similarity and missing terms of a question's hits, and their verdict."""
 
     coverage: float  # the best sentence's IDF-weighted share of the question's content words
     similarity: float | None  # the best cosine similarity of a hit, None when no hit has one
@@ -257,9 +257,9 @@ def compose_answer(question: str, hits: list[Hit], max_sentences: int = 4) -> An
 
 
 def weigh_evidence(question: str, hits: list[Hit]) -> Evidence | None:
-    """Return what the hits show about ``question``, or None when they hold no usable sentence.
+    """Return the evidence of ``hits`` for ``question``, or None when no sentence of them is usable.
 
-    ``compose_answer`` answers exactly when the returned ``Evidence.answered`` is true.
+    ``compose_answer`` returns an answer exactly when the returned ``Evidence.answered`` is true.
     """
     sentences = _collect_sentences(hits)
     if not sentences:
