@@ -54,6 +54,17 @@ class ExtractiveProvider:
     async def answer(self, turn: Turn, tools: Toolbox, writer: AnswerWriter) -> None:
         # The question is split before the borrowed words are added, as they end no sentence.
         parts = [resolve_follow_up(part, turn.history) for part in split_question(turn.question)]
+        ranked = await self.search_parts(parts, tools)
+        answer = compose_answer(" ".join(parts), ranked)
+        for word in answer_words(answer.content):
+            await writer.delta(word)
+        for citation in answer.citations:
+            await writer.citation(asdict(citation))
+        writer.add_usage(hits=len(ranked))
+
+    async def search_parts(self, parts: list[str], tools: Toolbox) -> list[Hit]:
+        """Search each part of the question, again in other words when its hits are weak, and
+        return the hits of all searches, best score first."""
         hits: dict[str, Hit] = {}
         try:
             for part in parts:
@@ -65,11 +76,4 @@ class ExtractiveProvider:
                 merge_hits(hits, found)
         except StepBudgetExhausted:
             logger.info("chat step budget spent max_steps=%d", tools.max_steps)
-
-        ranked = sorted(hits.values(), key=lambda hit: -hit.score)
-        answer = compose_answer(" ".join(parts), ranked)
-        for word in answer_words(answer.content):
-            await writer.delta(word)
-        for citation in answer.citations:
-            await writer.citation(asdict(citation))
-        writer.add_usage(hits=len(ranked))
+        return sorted(hits.values(), key=lambda hit: -hit.score)

@@ -5,6 +5,11 @@ weighted by how rare each term is among the sentences at hand, plus a small bonu
 rank. The best few sentences are quoted with a ``[n]`` marker, and ``n`` indexes the citation of
 the chunk the sentence came from. When neither the words nor the embedding similarity of the hits
 relate to the question, the answer is ``NO_ANSWER``.
+
+Words vouch for an answer only when every content word of the question occurs in the hits. A
+question with a word that no hit contains must be vouched for by the embedding instead, and one
+that names something no hit mentions ("CSV", "json.dumps") is not answered at all: sentences that
+share the question's generic words ("read", "file") are near misses, not answers.
 """
 
 from __future__ import annotations
@@ -30,8 +35,15 @@ MIN_COVERAGE = 0.5
 # even if the wording differs. With all-MiniLM-L6-v2, the Python documentation passages of
 # tests/test_extractive.py scored 0.54 to 0.74 against questions they answer, but up to 0.35
 # against "How do I send an HTTP request in Python?", which they do not answer. Below 0.4 the
-# question must share words with the hits.
+# question must share words with the hits. `python -m tests.benchmark_answers` measures this on
+# ingested pydoc text; docs/benchmarks.md records its figures.
 MIN_SIMILARITY = 0.4
+
+# The similarity needed instead when a content word of the question occurs in no hit, as "csv" in
+# "how do i read a csv file?" asked of the array and fileinput modules. In two runs of
+# `python -m tests.benchmark_answers` on pydoc text (2026-12-05), such near misses reached at most
+# 0.41 and the paraphrases that the documents answer at least 0.45, and this is the midpoint.
+MIN_SIMILARITY_WITH_MISSING_WORDS = 0.43
 
 # Score bonus of the top hit. The hit at 0-based rank r gets RANK_WEIGHT / (r + 1), which is small
 # next to coverage (0..1), so it orders sentences of similar coverage by search rank.
@@ -85,6 +97,8 @@ STOP_WORDS = frozenset(
 # "argparse.ArgumentParser", "add_argument", "command-line" or "utf-8".
 _TOKEN = re.compile(r"\w+(?:[.\-]\w+)*")
 _SEPARATORS = re.compile(r"[._\-]+")
+# Dots and underscores join the parts of code identifiers, while hyphens also join plain words.
+_IDENTIFIER_MARK = re.compile(r"\w[._]\w")
 _CAMEL_CASE_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _WORD = re.compile(r"\w+")
 _WHITESPACE = re.compile(r"\s+")
@@ -139,6 +153,41 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """The word coverage, similarity and missing terms of a question's hits, and their verdict."""
+
+    coverage: float  # the best sentence's IDF-weighted share of the question's content words
+    similarity: float | None  # the best cosine similarity of a hit, None when no hit has one
+    missing_names: frozenset[str]  # stemmed names of the question (see _is_name) in no hit
+    missing_words: frozenset[str]  # stemmed content words of the question in no hit
+
+    @property
+    def by_words(self) -> bool:
+        """Whether the words vouch for an answer.
+
+        A question word that no hit contains means the words match only in part, however rare
+        the matched ones are, so the words vouch only when every one of them is found.
+        """
+        return not self.missing_words and self.coverage >= MIN_COVERAGE
+
+    @property
+    def similarity_needed(self) -> float:
+        """The similarity at which a hit vouches for an answer by its meaning."""
+        return MIN_SIMILARITY_WITH_MISSING_WORDS if self.missing_words else MIN_SIMILARITY
+
+    @property
+    def by_meaning(self) -> bool:
+        """Whether the embedding similarity vouches for an answer."""
+        return self.similarity is not None and self.similarity >= self.similarity_needed
+
+    @property
+    def answered(self) -> bool:
+        """Whether the hits answer the question. A name of the question that no hit contains
+        means they answer another question, however similar they are."""
+        return not self.missing_names and (self.by_words or self.by_meaning)
+
+
+@dataclass(frozen=True)
 class _Sentence:
     text: str
     hit: Hit
@@ -152,13 +201,15 @@ class _Sentence:
 class _QueryTerms:
     atoms: frozenset[str]  # stemmed words and identifier parts
     identifiers: frozenset[str]  # identifiers kept whole, lowercased
+    names: frozenset[str]  # the atoms of words written as names, see _is_name
 
 
 def compose_answer(question: str, hits: list[Hit], max_sentences: int = 4) -> Answer:
     """Build an answer from at most ``max_sentences`` hit sentences, each followed by its ``[n]``.
 
-    Returns ``Answer(NO_ANSWER, [], False)`` when there are no usable hits, or when the best
-    sentence covers less than MIN_COVERAGE of the question and no hit reaches MIN_SIMILARITY.
+    Returns ``Answer(NO_ANSWER, [], False)`` when there are no usable hits, when a name in the
+    question occurs in no hit, or when no hit is similar enough and the words do not vouch for
+    the answer either (see ``Evidence``).
     """
     if max_sentences < 1:
         raise ValueError(f"max_sentences must be at least 1, got {max_sentences}")
@@ -169,25 +220,31 @@ def compose_answer(question: str, hits: list[Hit], max_sentences: int = 4) -> An
         return Answer(NO_ANSWER, [], False)
 
     query = _query_terms(question)
-    idf = _inverse_document_frequencies(sentences)
-    unseen_idf = _idf(0, len(sentences))
-    coverages = [_coverage(sentence, query, idf, unseen_idf) for sentence in sentences]
-    best_coverage = max(coverages)
-    similarities = [hit.similarity for hit in hits if hit.similarity is not None]
-    best_similarity = max(similarities, default=None)
-
-    answered = best_coverage >= MIN_COVERAGE or (
-        best_similarity is not None and best_similarity >= MIN_SIMILARITY
-    )
+    coverages = _coverages(sentences, query)
+    evidence = _weigh(query, sentences, coverages, hits)
     logger.debug(
-        "extractive answer: answered=%s coverage=%.2f similarity=%s hits=%d",
-        answered,
-        best_coverage,
-        best_similarity,
+        "extractive answer: by_words=%s by_meaning=%s coverage=%.2f similarity=%s"
+        " missing_names=%s hits=%d",
+        evidence.by_words,
+        evidence.by_meaning,
+        evidence.coverage,
+        evidence.similarity,
+        ",".join(sorted(evidence.missing_names)),
         len(hits),
     )
-    if not answered:
+    if not evidence.answered:
         return Answer(NO_ANSWER, [], False)
+
+    if not evidence.by_words:
+        # Quote only the passages that the embedding vouches for.
+        needed = evidence.similarity_needed
+        kept = [
+            index
+            for index, sentence in enumerate(sentences)
+            if sentence.hit.similarity is not None and sentence.hit.similarity >= needed
+        ]
+        sentences = [sentences[index] for index in kept]
+        coverages = [coverages[index] for index in kept]
 
     chosen = _select_by_score(sentences, coverages, query, max_sentences)
     if chosen:
@@ -197,6 +254,37 @@ def compose_answer(question: str, hits: list[Hit], max_sentences: int = 4) -> An
     # content word with it, so quote the opening of the most similar hit.
     chosen = _select_fallback(sentences, max_sentences)
     return _render(chosen, FALLBACK_LEAD_IN)
+
+
+def weigh_evidence(question: str, hits: list[Hit]) -> Evidence | None:
+    """Return the evidence of ``hits`` for ``question``, or None when no sentence of them is usable.
+
+    ``compose_answer`` returns an answer exactly when the returned ``Evidence.answered`` is true.
+    """
+    sentences = _collect_sentences(hits)
+    if not sentences:
+        return None
+    query = _query_terms(question)
+    return _weigh(query, sentences, _coverages(sentences, query), hits)
+
+
+def _weigh(
+    query: _QueryTerms, sentences: list[_Sentence], coverages: list[float], hits: list[Hit]
+) -> Evidence:
+    found_terms = _terms_in_hits(sentences, hits)
+    similarities = [hit.similarity for hit in hits if hit.similarity is not None]
+    return Evidence(
+        coverage=max(coverages),
+        similarity=max(similarities, default=None),
+        missing_names=query.names - found_terms,
+        missing_words=query.atoms - found_terms,
+    )
+
+
+def _coverages(sentences: list[_Sentence], query: _QueryTerms) -> list[float]:
+    idf = _inverse_document_frequencies(sentences)
+    unseen_idf = _idf(0, len(sentences))
+    return [_coverage(sentence, query, idf, unseen_idf) for sentence in sentences]
 
 
 def split_question(question: str) -> list[str]:
@@ -277,7 +365,43 @@ def _truncate(text: str, limit: int) -> str:
 
 def _query_terms(question: str) -> _QueryTerms:
     atoms, identifiers = _terms(question)
-    return _QueryTerms(frozenset(atoms), frozenset(identifiers))
+    names: set[str] = set()
+    for match in _TOKEN.finditer(question):
+        if _is_name(match.group(), question[: match.start()]):
+            names.update(_token_terms(match.group())[0])
+    return _QueryTerms(frozenset(atoms), frozenset(identifiers), frozenset(names))
+
+
+def _is_name(token: str, before: str) -> bool:
+    """Tell whether a question word names a thing: "CSV", "ArgumentParser", "json.dumps",
+    "add_argument", "base64", or "Excel" past the first word of a sentence.
+
+    Such a word is what the question is about, so a hit that lacks it answers another question.
+    NOTE: a name typed in lower case ("csv") counts as an ordinary word, so only the embedding
+    similarity keeps near misses for it out.
+    """
+    if token.lower() in STOP_WORDS:
+        return False
+    if _IDENTIFIER_MARK.search(token):
+        return True
+    has_digit = any(character.isdigit() for character in token)
+    if has_digit and any(character.isalpha() for character in token):
+        return True
+    if any(character.isupper() for character in token[1:]):
+        return True
+    opens_sentence = not before.strip() or before.rstrip()[-1] in ".?!;:"
+    return token[0].isupper() and not opens_sentence
+
+
+def _terms_in_hits(sentences: list[_Sentence], hits: list[Hit]) -> set[str]:
+    """Return every term of the quotable sentences and of the hits' document titles."""
+    found: set[str] = set()
+    for sentence in sentences:
+        found.update(sentence.terms)
+    for hit in hits:
+        atoms, identifiers = _terms(hit.document_title or "")
+        found.update(atoms, identifiers)
+    return found
 
 
 def _terms(text: str) -> tuple[set[str], set[str]]:
