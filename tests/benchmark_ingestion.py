@@ -2,8 +2,9 @@
 
 It starts the web server and one RQ worker on the embedded services under var/bench, uploads a
 1 MB document of real text (standard-library documentation) and times it from upload to ready.
-In the same process, before the upload, it encodes the same chunks with the model directly, so
-the ratio between the two compares like with like on a noisy machine. It prints its figures.
+In the same process it encodes the same chunks with the model directly, so the ratio between
+the two compares like with like on a noisy machine. With `--rounds N` it measures both N times,
+alternating which goes first, and prints each round's ratio and their median.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -62,9 +64,47 @@ def start(name: str, args: list[str], env: dict) -> subprocess.Popen:
                             stderr=subprocess.STDOUT)
 
 
+def wait_for_worker(http: httpx.Client) -> None:
+    """Wait until the web server is ready and a worker is live, so no start-up is timed as ingestion."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            ready = http.get("/health/ready")
+            if ready.status_code == 200 and ready.json()["checks"]["queue"]["workers"]:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit("no live worker within 300 s; see var/bench/logs")
+
+
+def measure_ingestion(http: httpx.Client, headers: dict, title: str, text: str) -> tuple[int, float]:
+    """Upload `text` and return its chunk count and the seconds from upload to `ready`."""
+    started = time.perf_counter()
+    response = http.post("/documents", headers=headers,
+                         files={"file": ("bench.txt", text.encode(), "text/plain")}, data={"title": title})
+    response.raise_for_status()
+    document_id = response.json()["document"]["id"]
+    with tqdm(total=1.0, desc="ingestion", bar_format="{l_bar}{bar}| {n:.2f}/{total:.0f}") as bar:
+        while True:
+            document = http.get(f"/documents/{document_id}", headers=headers).json()
+            job = http.get(f"/jobs/{response.json()['job_id']}", headers=headers).json()
+            bar.n = job.get("progress", 0.0)
+            bar.refresh()
+            if document["status"] in ("ready", "failed"):
+                break
+            time.sleep(0.5)
+    seconds = time.perf_counter() - started
+    if document["status"] != "ready":
+        raise SystemExit(f"ingestion failed: {document['error']}")
+    return document["chunk_count"], seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bytes", type=int, default=1_000_000, help="document size in bytes (default 1 MB)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="rounds of raw encoding and ingestion, in alternating order (default 1)")
     args = parser.parse_args()
 
     os.environ["DATA_DIR"] = str(BENCH_DATA_DIR)
@@ -81,47 +121,32 @@ def main() -> None:
     processes = [start("web", ["-m", "server"], env), start("worker", ["-m", "jobs.worker"], env)]
     try:
         title, text = build_document(args.bytes)
-        chunk_count, raw_seconds = measure_raw_encoding(title, text, settings)
-        raw_rate = chunk_count / raw_seconds
-        print(f"raw encoding: {chunk_count} chunks in {raw_seconds:.1f} s = {raw_rate:.1f} chunks/s")
-
-        url = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=url, timeout=60) as http:
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                # The worker must be live too, so that its start-up is not timed as ingestion.
-                try:
-                    ready = http.get("/health/ready")
-                    if ready.status_code == 200 and ready.json()["checks"]["queue"]["workers"]:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(1)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            wait_for_worker(http)
             email = f"bench-{time.time_ns()}@example.com"
             token = http.post("/auth/register", json={"tenant": "Bench", "email": email,
                                                       "password": "benchmark-password"}).json()["access_token"]
             headers = {"Authorization": f"Bearer {token}"}
-            started = time.perf_counter()
-            response = http.post("/documents", headers=headers,
-                                 files={"file": ("bench.txt", text.encode(), "text/plain")}, data={"title": title})
-            response.raise_for_status()
-            document_id = response.json()["document"]["id"]
-            with tqdm(total=1.0, desc="ingestion", bar_format="{l_bar}{bar}| {n:.2f}/{total:.0f}") as bar:
-                while True:
-                    document = http.get(f"/documents/{document_id}", headers=headers).json()
-                    job = http.get(f"/jobs/{response.json()['job_id']}", headers=headers).json()
-                    bar.n = job.get("progress", 0.0)
-                    bar.refresh()
-                    if document["status"] in ("ready", "failed"):
-                        break
-                    time.sleep(0.5)
-            seconds = time.perf_counter() - started
-        if document["status"] != "ready":
-            raise SystemExit(f"ingestion failed: {document['error']}")
-        rate = document["chunk_count"] / seconds
-        print(f"upload to ready: {len(text.encode()):,} bytes, {document['chunk_count']} chunks in {seconds:.1f} s "
-              f"= {rate:.1f} chunks/s")
-        print(f"ingestion / raw encoding: {rate / raw_rate:.2f}")
+            ratios = []
+            for round_number in range(1, args.rounds + 1):
+                # The order alternates, so a machine that speeds up or slows down during the run
+                # favours raw encoding in one round and ingestion in the next.
+                # Each round's upload differs by its first line, so it is not a duplicate.
+                upload = f"Round {round_number} of {time.time_ns()}.\n\n{text}"
+                steps = ["raw", "ingestion"] if round_number % 2 else ["ingestion", "raw"]
+                rates = {}
+                for step in steps:
+                    if step == "raw":
+                        chunk_count, seconds = measure_raw_encoding(title, text, settings)
+                    else:
+                        chunk_count, seconds = measure_ingestion(http, headers, title, upload)
+                    rates[step] = chunk_count / seconds
+                    print(f"round {round_number} {step}: {chunk_count} chunks in {seconds:.1f} s "
+                          f"= {rates[step]:.1f} chunks/s")
+                ratios.append(rates["ingestion"] / rates["raw"])
+                print(f"round {round_number} ingestion / raw encoding: {ratios[-1]:.2f}")
+        print(f"document: {len(text.encode()):,} bytes; ingestion / raw encoding per round: "
+              + ", ".join(f"{ratio:.2f}" for ratio in ratios) + f"; median {statistics.median(ratios):.2f}")
     finally:
         for process in processes:
             process.terminate()
