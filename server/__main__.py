@@ -15,7 +15,7 @@ from sanic import Sanic
 from sanic.worker.loader import AppLoader
 from sanic.worker.manager import WorkerManager
 
-from db.migrate import apply_migrations
+from db.migrate import MigrationsNotPermitted, apply_migrations
 from db.roles import role_of
 from server.app import create_app
 from server.database import check_app_role, check_connection_budget
@@ -44,7 +44,10 @@ def main() -> None:
         settings = load_settings()
     database_url, _ = export_service_urls(settings)
     admin_url = resolve_admin_database_url(settings, database_url)
-    asyncio.run(prepare_database(admin_url, database_url, settings, settings.backend_workers))
+    try:
+        asyncio.run(prepare_database(admin_url, database_url, settings, settings.backend_workers))
+    except MigrationsNotPermitted as error:
+        raise SystemExit(str(error)) from None
 
     WorkerManager.THRESHOLD = WORKER_START_TIMEOUT_TENTHS
     loader = AppLoader(factory=partial(create_app, settings))

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from db import embedded
-from db.migrate import apply_migrations
+from db.migrate import MigrationsNotPermitted, apply_migrations
 from db.roles import role_of
 from jobs.dashboard import dashboard_url
 from server.logs import configure_logging
@@ -125,7 +125,10 @@ def main() -> None:
     embedded_services = settings.database_url is None, settings.redis_url is None
     database_url, redis_url = export_service_urls(settings)
     print(f"PostgreSQL: {database_url.split('@')[-1]}  Redis: {redis_url.split('@')[-1]}")
-    asyncio.run(apply_migrations(resolve_admin_database_url(settings, database_url), role_of(database_url)))
+    try:
+        asyncio.run(apply_migrations(resolve_admin_database_url(settings, database_url), role_of(database_url)))
+    except MigrationsNotPermitted as error:
+        raise SystemExit(str(error)) from None
 
     started = start_processes(read_procfile(ROOT / "Procfile"), Path(settings.data_dir) / "logs")
     url = f"http://127.0.0.1:{settings.backend_port}"
