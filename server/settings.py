@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SECRET_WORDS = ("SECRET", "PASSWORD", "KEY", "URL")
 
 PLACEHOLDER_JWT_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret-change-me"}
+# HS256 signing keys shorter than the 32-byte hash output are easier to guess offline from one token.
+MIN_JWT_SECRET_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -123,8 +125,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _production_needs_real_secret(self) -> "Settings":
         if self.environment != "development" and self.jwt_secret in PLACEHOLDER_JWT_SECRETS:
-            raise ValueError(f"JWT_SECRET is a placeholder; set a random secret of 32+ characters when "
-                             f"ENVIRONMENT is {self.environment}")
+            raise ValueError(f"JWT_SECRET is a placeholder; set a random secret of {MIN_JWT_SECRET_LENGTH}+ "
+                             f"characters when ENVIRONMENT is {self.environment}")
+        if self.environment != "development" and len(self.jwt_secret) < MIN_JWT_SECRET_LENGTH:
+            raise ValueError(f"JWT_SECRET is {len(self.jwt_secret)} characters long; set a random secret of "
+                             f"{MIN_JWT_SECRET_LENGTH}+ characters when ENVIRONMENT is {self.environment}")
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_TOKENS")
         return self

@@ -58,6 +58,24 @@ def test_placeholder_jwt_secret_is_refused_outside_development(monkeypatch, envi
     assert "JWT_SECRET" in str(raised.value)
 
 
+@pytest.mark.parametrize("environment", ["production", "test"])
+def test_short_jwt_secret_is_refused_outside_development(monkeypatch, environment):
+    monkeypatch.setenv("ENVIRONMENT", environment)
+    monkeypatch.setenv("JWT_SECRET", "hunter2-abc")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert message.startswith("Invalid configuration")
+    assert "JWT_SECRET" in message
+    assert "hunter2-abc" not in message
+
+
+def test_short_jwt_secret_is_accepted_in_development(monkeypatch):
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    monkeypatch.setenv("JWT_SECRET", "short")
+    assert load_settings().jwt_secret == "short"
+
+
 def test_development_placeholder_is_replaced_by_a_kept_secret(monkeypatch, tmp_path):
     # Regression: with the published placeholder anyone reaching the server could sign tokens.
     monkeypatch.setenv("ENVIRONMENT", "development")
