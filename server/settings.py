@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceParseError
 
 # Values of variables whose names contain these words never appear in error messages.
 SECRET_WORDS = ("SECRET", "PASSWORD", "KEY", "URL")
@@ -161,12 +163,24 @@ def format_validation_error(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+# pydantic-settings 2.x words a value of a list or dict field that is not JSON this way.
+SOURCE_PARSE_FIELD = re.compile(r'error parsing value for field "(?P<field>\w+)"')
+
+
+def format_source_parse_error(error: SourceParseError) -> str:
+    match = SOURCE_PARSE_FIELD.search(str(error))
+    name = match["field"].upper() if match else "a list or dict variable"
+    return f"Invalid configuration:\n  {name}: must be valid JSON, such as [5, 30, 120] for a list"
+
+
 def load_settings() -> Settings:
     """Read the settings, turning validation errors into a message that names each variable."""
     try:
         return Settings()
     except ValidationError as error:
         raise SettingsError(format_validation_error(error)) from None
+    except SourceParseError as error:
+        raise SettingsError(format_source_parse_error(error)) from None
 
 
 @lru_cache(maxsize=1)
