@@ -42,6 +42,15 @@ def test_json_array_body_is_unprocessable(api):
     _assert_error(response, 422, "validation_failed")
 
 
+@pytest.mark.parametrize("path, field", [("/search", "query"), ("/chat", "message")])
+def test_whitespace_only_text_is_unprocessable(api, path, field):
+    # "   " passed the min_length check: /search returned arbitrary hits and /chat a 200 answer.
+    user = api.register()
+    response = api.http.post(path, headers=user["headers"], json={field: "   "})
+    error = _assert_error(response, 422, "validation_failed")
+    assert error["details"][0]["field"] == field
+
+
 def test_limit_out_of_range_is_unprocessable(api):
     user = api.register()
     response = api.http.post("/search", headers=user["headers"], json={"query": "x", "limit": 51})
