@@ -7,7 +7,6 @@ DATA_DIR/logs, waits until the API is ready, runs the demo, and keeps serving un
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shlex
@@ -23,6 +22,7 @@ from db import embedded
 from db.migrate import MigrationsNotPermitted, apply_migrations
 from db.roles import role_of
 from jobs.dashboard import dashboard_url
+from server.launch_arguments import build_parser
 from server.logs import configure_logging
 from server.services import export_service_urls, resolve_admin_database_url
 from server.settings import get_settings
@@ -108,16 +108,7 @@ def watch(started: dict[str, subprocess.Popen]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-demo", action="store_true", help="start the platform without running the demo")
-    parser.add_argument("--demo-modules", type=int, default=None,
-                        help="number of standard-library modules the demo ingests (default: all that render)")
-    parser.add_argument("--demo-max-bytes", type=int, default=None,
-                        help="cut each module's text to this many bytes in the demo (default 20000)")
-    parser.add_argument("--demo-timeout", type=float, default=None,
-                        help="seconds the demo waits for ingestion to finish (default 1800)")
-    parser.add_argument("--exit-after-demo", action="store_true", help="stop the platform when the demo ends")
-    args = parser.parse_args()
+    args = build_parser().parse_args()
 
     settings = get_settings()
     configure_logging(settings)
