@@ -87,7 +87,8 @@ async def apply_pending(connection: asyncpg.Connection, role: str, pending: list
 def main() -> None:
     from server.logs import configure_logging
     from db.roles import role_of
-    from server.services import resolve_admin_database_url, resolve_service_urls
+    from server.services import (ServiceUnreachable, admin_url_variable, resolve_admin_database_url,
+                                 resolve_service_urls, stop_when_postgres_unreachable)
     from server.settings import get_settings
 
     settings = get_settings()
@@ -95,8 +96,9 @@ def main() -> None:
     database_url, _ = resolve_service_urls(settings)
     admin_url = resolve_admin_database_url(settings, database_url)
     try:
-        applied = asyncio.run(apply_migrations(admin_url, role_of(database_url)))
-    except MigrationsNotPermitted as error:
+        with stop_when_postgres_unreachable(admin_url_variable(settings), admin_url):
+            applied = asyncio.run(apply_migrations(admin_url, role_of(database_url)))
+    except (MigrationsNotPermitted, ServiceUnreachable) as error:
         raise SystemExit(str(error)) from None
     logger.info("migrations done applied=%d", len(applied))
 

@@ -20,8 +20,8 @@ from db.roles import role_of
 from server.app import create_app
 from server.database import check_app_role, check_connection_budget
 from server.logs import configure_logging
-from server.services import (ServiceUnreachable, export_development_jwt_secret, export_service_urls,
-                             resolve_admin_database_url, stop_when_postgres_unreachable)
+from server.services import (ServiceUnreachable, admin_url_variable, export_development_jwt_secret,
+                             export_service_urls, resolve_admin_database_url, stop_when_postgres_unreachable)
 from server.settings import get_settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,7 @@ WORKER_START_TIMEOUT_TENTHS = 1200
 
 
 async def prepare_database(admin_url: str, database_url: str, settings, workers: int) -> None:
-    admin_variable = "DATABASE_ADMIN_URL" if settings.database_admin_url else "DATABASE_URL"
-    with stop_when_postgres_unreachable(admin_variable, admin_url):
+    with stop_when_postgres_unreachable(admin_url_variable(settings), admin_url):
         await apply_migrations(admin_url, role_of(database_url))
     with stop_when_postgres_unreachable("DATABASE_URL", database_url):
         await check_connection_budget(database_url, settings, workers)

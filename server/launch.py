@@ -24,7 +24,8 @@ from db.roles import role_of
 from jobs.dashboard import dashboard_url
 from server.launch_arguments import build_parser
 from server.logs import configure_logging
-from server.services import export_service_urls, resolve_admin_database_url
+from server.services import (ServiceUnreachable, admin_url_variable, export_service_urls,
+                             resolve_admin_database_url, stop_when_postgres_unreachable)
 from server.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,9 +117,11 @@ def main() -> None:
     embedded_services = settings.database_url is None, settings.redis_url is None
     database_url, redis_url = export_service_urls(settings)
     print(f"PostgreSQL: {database_url.split('@')[-1]}  Redis: {redis_url.split('@')[-1]}")
+    admin_url = resolve_admin_database_url(settings, database_url)
     try:
-        asyncio.run(apply_migrations(resolve_admin_database_url(settings, database_url), role_of(database_url)))
-    except MigrationsNotPermitted as error:
+        with stop_when_postgres_unreachable(admin_url_variable(settings), admin_url):
+            asyncio.run(apply_migrations(admin_url, role_of(database_url)))
+    except (MigrationsNotPermitted, ServiceUnreachable) as error:
         raise SystemExit(str(error)) from None
 
     started = start_processes(read_procfile(ROOT / "Procfile"), Path(settings.data_dir) / "logs")

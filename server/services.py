@@ -51,6 +51,11 @@ class ServiceUnreachable(Exception):
     """Raised at start when a configured server is unreachable or rejects the login; the message has no secrets."""
 
 
+def admin_url_variable(settings: Settings) -> str:
+    """Name the variable that the migrations' database URL came from, for error messages."""
+    return "DATABASE_ADMIN_URL" if settings.database_admin_url else "DATABASE_URL"
+
+
 def service_address(url: str, default_port: int) -> str:
     """Return host:port of a service URL; the credentials in it are left out."""
     parts = urlsplit(url)

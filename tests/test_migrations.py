@@ -8,8 +8,10 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
+import pytest
 
-from db.migrate import apply_migrations, migration_files
+from db.migrate import MigrationsNotPermitted, apply_migrations, migration_files
+from db.roles import role_of
 from tests.conftest import ROOT, running_server
 
 
@@ -109,3 +111,31 @@ def test_pending_migrations_denied_exit_cleanly(server_env, service_urls):
     last_line = result.stderr.strip().splitlines()[-1]
     assert "migrations are pending" in last_line
     assert "DATABASE_ADMIN_URL" in last_line
+
+
+def test_unreadable_migration_log_names_admin_url(service_urls):
+    # A database migrated before the application role was granted SELECT on schema_migrations.
+    name = f"migrate_unreadable_{uuid.uuid4().hex[:8]}"
+    owner_url = database_url_with_name(service_urls["database_url"], name)
+    app_url = database_url_with_name(service_urls["app_database_url"], name)
+    app_role = role_of(app_url)
+
+    async def run() -> None:
+        admin = await asyncpg.connect(service_urls["database_url"])
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            await apply_migrations(owner_url, app_role)
+            owner = await asyncpg.connect(owner_url)
+            try:
+                await owner.execute(f'REVOKE ALL ON schema_migrations FROM "{app_role}"')
+            finally:
+                await owner.close()
+            with pytest.raises(MigrationsNotPermitted) as raised:
+                await apply_migrations(app_url)
+            assert "may not read schema_migrations" in str(raised.value)
+            assert "DATABASE_ADMIN_URL" in str(raised.value)
+        finally:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            await admin.close()
+
+    asyncio.run(run())

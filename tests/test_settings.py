@@ -121,12 +121,13 @@ def test_server_start_stops_on_list_variable_not_json(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_server_start_stops_on_unreachable_database(server_env):
+@pytest.mark.parametrize("module", ["server", "db.migrate", "server.launch"])
+def test_start_stops_on_unreachable_database(server_env, module):
     port = _free_port()
     env = {key: value for key, value in server_env.items() if key != "DATABASE_ADMIN_URL"}
     env["DATABASE_URL"] = f"postgresql://ragplatform_app:pw-not-shown@127.0.0.1:{port}/rag"
 
-    result = subprocess.run([sys.executable, "-m", "server"], capture_output=True, text=True, timeout=120,
+    result = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=120,
                             env=env, cwd=ROOT)
 
     output = result.stdout + result.stderr
