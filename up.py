@@ -14,6 +14,8 @@ import sys
 import venv
 from pathlib import Path
 
+from server.launch_arguments import build_parser
+
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
@@ -71,6 +73,9 @@ def install() -> None:
 
 
 def main() -> None:
+    # Parsed before installing, so that --help and a bad option need no .venv. The options
+    # themselves are passed on unchanged.
+    build_parser(prog="up.py").parse_args()
     install()
     os.chdir(ROOT)
     os.execv(str(PYTHON), [str(PYTHON), "-m", "server.launch", *sys.argv[1:]])

@@ -21,13 +21,14 @@ logger = logging.getLogger(__name__)
 EMBEDDED_APP_ROLE = "ragplatform_app"
 ROLE_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
-# Objects the application never touches directly: the migration log, and the materialized view
-# that contains every tenant's usage (it reads tenant_usage_daily instead).
-OWNER_ONLY_RELATIONS = ("schema_migrations", "usage_daily")
+# The materialized view that contains every tenant's usage, which the application never reads
+# directly (it reads tenant_usage_daily instead).
+OWNER_ONLY_RELATIONS = ("usage_daily",)
 APP_FUNCTIONS = ("app_find_login(text)", "app_refresh_usage()", "app_recent_tenant_settings(integer)",
                  "app_unfinished_documents(double precision, integer)")
-# Views that run as their owner; writing through them would skip the policies' WITH CHECK.
-READ_ONLY_RELATIONS = ("tenant_usage_daily", "tenant_chunks", "tenant_documents")
+# Views that run as their owner, because writing through them would skip the policies' WITH
+# CHECK, and the migration log, which the application reads at start to find pending migrations.
+READ_ONLY_RELATIONS = ("tenant_usage_daily", "tenant_chunks", "tenant_documents", "schema_migrations")
 
 
 def role_of(database_url: str) -> str | None:

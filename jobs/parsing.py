@@ -29,7 +29,7 @@ NO_TEXT_MESSAGE = "The document contains no extractable text."
 PDF_NO_TEXT_MESSAGE = "The PDF contains no extractable text, which usually means it is a scan that needs OCR first."
 PDF_ENCRYPTED_MESSAGE = "The PDF could not be read: it is encrypted."
 PDF_DAMAGED_MESSAGE = "The PDF could not be read: the file is damaged or not a valid PDF."
-PDF_NO_PAGES_MESSAGE = "The PDF could not be read: it has no pages."
+PDF_NO_PAGES_MESSAGE = "The PDF has no pages, so it contains no text to index."
 PDF_PAGES_DAMAGED_MESSAGE = "The PDF could not be read: none of its pages could be decoded."
 
 # The heuristics for binary data, HTML and Markdown read only this many leading characters.
@@ -428,7 +428,7 @@ def _pdf_to_text(data: bytes) -> str:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             _decrypt_with_empty_password(reader)
-        page_count = len(reader.pages)
+        page_count = _count_pages(reader)
     except DocumentParseError:
         raise
     except Exception as error:
@@ -452,6 +452,17 @@ def _pdf_to_text(data: bytes) -> str:
     if failed_pages == page_count:
         raise DocumentParseError(PDF_PAGES_DAMAGED_MESSAGE)
     return "\n\n".join(page_texts)
+
+
+def _count_pages(reader: PdfReader) -> int:
+    """Count the pages, taking a catalog without a page tree (no /Pages, or null) as zero pages.
+
+    pypdf (7.1 here) raises PdfReadError for such a catalog, which would read as a damaged file.
+    """
+    page_tree = reader.trailer["/Root"].get_object().get("/Pages")
+    if page_tree is None or isinstance(page_tree.get_object(), pypdf.generic.NullObject):
+        return 0
+    return len(reader.pages)
 
 
 def _decrypt_with_empty_password(reader: PdfReader) -> None:

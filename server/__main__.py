@@ -15,12 +15,13 @@ from sanic import Sanic
 from sanic.worker.loader import AppLoader
 from sanic.worker.manager import WorkerManager
 
-from db.migrate import apply_migrations
+from db.migrate import MigrationsNotPermitted, apply_migrations
 from db.roles import role_of
 from server.app import create_app
 from server.database import check_app_role, check_connection_budget
 from server.logs import configure_logging
-from server.services import export_development_jwt_secret, export_service_urls, resolve_admin_database_url
+from server.services import (ServiceUnreachable, admin_url_variable, export_development_jwt_secret,
+                             export_service_urls, resolve_admin_database_url, stop_when_postgres_unreachable)
 from server.settings import get_settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -32,9 +33,11 @@ WORKER_START_TIMEOUT_TENTHS = 1200
 
 
 async def prepare_database(admin_url: str, database_url: str, settings, workers: int) -> None:
-    await apply_migrations(admin_url, role_of(database_url))
-    await check_connection_budget(database_url, settings, workers)
-    await check_app_role(database_url)
+    with stop_when_postgres_unreachable(admin_url_variable(settings), admin_url):
+        await apply_migrations(admin_url, role_of(database_url))
+    with stop_when_postgres_unreachable("DATABASE_URL", database_url):
+        await check_connection_budget(database_url, settings, workers)
+        await check_app_role(database_url)
 
 
 def main() -> None:
@@ -44,7 +47,10 @@ def main() -> None:
         settings = load_settings()
     database_url, _ = export_service_urls(settings)
     admin_url = resolve_admin_database_url(settings, database_url)
-    asyncio.run(prepare_database(admin_url, database_url, settings, settings.backend_workers))
+    try:
+        asyncio.run(prepare_database(admin_url, database_url, settings, settings.backend_workers))
+    except (MigrationsNotPermitted, ServiceUnreachable) as error:
+        raise SystemExit(str(error)) from None
 
     WorkerManager.THRESHOLD = WORKER_START_TIMEOUT_TENTHS
     loader = AppLoader(factory=partial(create_app, settings))

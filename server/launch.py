@@ -7,7 +7,6 @@ DATA_DIR/logs, waits until the API is ready, runs the demo, and keeps serving un
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shlex
@@ -20,11 +19,13 @@ from pathlib import Path
 import httpx
 
 from db import embedded
-from db.migrate import apply_migrations
+from db.migrate import MigrationsNotPermitted, apply_migrations
 from db.roles import role_of
 from jobs.dashboard import dashboard_url
+from server.launch_arguments import build_parser
 from server.logs import configure_logging
-from server.services import export_service_urls, resolve_admin_database_url
+from server.services import (ServiceUnreachable, admin_url_variable, export_service_urls,
+                             resolve_admin_database_url, stop_when_postgres_unreachable)
 from server.settings import get_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,16 +109,7 @@ def watch(started: dict[str, subprocess.Popen]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-demo", action="store_true", help="start the platform without running the demo")
-    parser.add_argument("--demo-modules", type=int, default=None,
-                        help="number of standard-library modules the demo ingests (default: all that render)")
-    parser.add_argument("--demo-max-bytes", type=int, default=None,
-                        help="cut each module's text to this many bytes in the demo (default 20000)")
-    parser.add_argument("--demo-timeout", type=float, default=None,
-                        help="seconds the demo waits for ingestion to finish (default 1800)")
-    parser.add_argument("--exit-after-demo", action="store_true", help="stop the platform when the demo ends")
-    args = parser.parse_args()
+    args = build_parser().parse_args()
 
     settings = get_settings()
     configure_logging(settings)
@@ -125,7 +117,12 @@ def main() -> None:
     embedded_services = settings.database_url is None, settings.redis_url is None
     database_url, redis_url = export_service_urls(settings)
     print(f"PostgreSQL: {database_url.split('@')[-1]}  Redis: {redis_url.split('@')[-1]}")
-    asyncio.run(apply_migrations(resolve_admin_database_url(settings, database_url), role_of(database_url)))
+    admin_url = resolve_admin_database_url(settings, database_url)
+    try:
+        with stop_when_postgres_unreachable(admin_url_variable(settings), admin_url):
+            asyncio.run(apply_migrations(admin_url, role_of(database_url)))
+    except (MigrationsNotPermitted, ServiceUnreachable) as error:
+        raise SystemExit(str(error)) from None
 
     started = start_processes(read_procfile(ROOT / "Procfile"), Path(settings.data_dir) / "logs")
     url = f"http://127.0.0.1:{settings.backend_port}"

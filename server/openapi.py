@@ -28,7 +28,7 @@ SCHEMA_REF = "#/components/schemas/{model}"
 SECURITY_SCHEME = "bearerAuth"
 
 ERROR_DESCRIPTIONS = {
-    400: "Malformed JSON.",
+    400: "Malformed JSON, or a malformed multipart body.",
     401: "Missing, invalid or expired access token.",
     403: "Authenticated but not allowed.",
     404: "Not found, or owned by another tenant.",
@@ -118,7 +118,8 @@ OPERATIONS = (
     Operation("post", "/chat", "chat", "Answer a question from the tenant's documents, with citations.",
               {200: schemas.ChatAnswer}, errors=(400, 415, 422), body=ChatBody, event_stream=True,
               description="With `\"stream\": true` or `Accept: text/event-stream`, the answer comes as "
-                          "Server-Sent Events: `meta`, `step`, `delta`, `citation`, then `done` or `error`."),
+                          "Server-Sent Events: `meta`, `step`, `delta`, `citation`, then `done` or `error`. "
+                          "A user with MAX_CONCURRENT_STREAMS streams open gets 429 with `Retry-After: 1`."),
     Operation("get", "/chat/messages/{message_id}/events", "chat",
               "Replay an answer's events after Last-Event-ID, then follow the new ones to `done` or `error`.",
               {200: "Server-Sent Events.", 204: "The answer ended with an event the client already has."},

@@ -59,6 +59,9 @@ FAILURE_LOG_INTERVAL_SECONDS = 60.0
 # A stream slot left behind by a crashed worker frees itself after this long.
 # NOTE: a stream open for longer than this stops counting against the cap.
 STREAM_LEASE_SECONDS = 600
+# Retry-After of the 429 for a full stream cap. Streams end at unknown times, so this is a polling
+# interval: each retry costs one token of the request buckets.
+STREAM_RETRY_AFTER_SECONDS = 1
 
 # KEYS: one hash per bucket. ARGV: the capacity and the window in seconds (time to refill from
 # empty to full) of each bucket, in KEYS order. A token is taken from every bucket only when each
@@ -432,9 +435,26 @@ def stream_key(user_id: UUID) -> str:
     return f"{KEY_PREFIX}streams:{user_id}"
 
 
+def stream_cap_headers(maximum: int) -> dict[str, str]:
+    """Describe the full stream cap in the rate limit headers of its 429.
+
+    The cap counts open streams, so its policy has no window (`w`), and the `t` of RateLimit is
+    left out because the server cannot know when a stream will end. X-RateLimit-Reset repeats
+    Retry-After, which is a polling interval rather than a promise that a slot is free by then.
+    """
+    return {
+        "RateLimit-Policy": f'"streams";q={maximum}',
+        "RateLimit": '"streams";r=0',
+        "X-RateLimit-Limit": str(maximum),
+        "X-RateLimit-Remaining": "0",
+        "X-RateLimit-Reset": str(STREAM_RETRY_AFTER_SECONDS),
+        "Retry-After": str(STREAM_RETRY_AFTER_SECONDS),
+    }
+
+
 def raise_too_many_streams(open_streams: int, maximum: int) -> None:
     raise RateLimited(f"{open_streams} chat streams are open for this user, the maximum of {maximum}. "
-                      f"Retry when one ends.")
+                      f"Retry when one ends.", headers=stream_cap_headers(maximum))
 
 
 async def limit_request(request: Request) -> None:
@@ -477,7 +497,12 @@ async def stream_slot(request: Request, user_id: UUID):
     if limiter is None:
         yield
         return
-    stream_id = await limiter.acquire_stream(user_id)
+    try:
+        stream_id = await limiter.acquire_stream(user_id)
+    except RateLimited:
+        # The 429 carries the stream cap's headers; the request buckets let this request through.
+        request.ctx.rate_limit = None
+        raise
     try:
         yield
     finally:

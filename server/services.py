@@ -7,7 +7,11 @@ import logging
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
 
 from db import embedded, roles
 from server.settings import PLACEHOLDER_JWT_SECRETS, Settings
@@ -41,6 +45,36 @@ def resolve_admin_database_url(settings: Settings, database_url: str) -> str:
         return embedded.ensure_postgres(settings.data_dir)
     logger.warning("database admin url unset, migrating as the application role role=%s", roles.role_of(database_url))
     return database_url
+
+
+class ServiceUnreachable(Exception):
+    """Raised at start when a configured server is unreachable or rejects the login; the message has no secrets."""
+
+
+def admin_url_variable(settings: Settings) -> str:
+    """Name the variable that the migrations' database URL came from, for error messages."""
+    return "DATABASE_ADMIN_URL" if settings.database_admin_url else "DATABASE_URL"
+
+
+def service_address(url: str, default_port: int) -> str:
+    """Return host:port of a service URL; the credentials in it are left out."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or default_port}"
+
+
+@contextmanager
+def stop_when_postgres_unreachable(variable: str, url: str):
+    """Turn a failed PostgreSQL connection into ServiceUnreachable naming `variable` and host:port."""
+    address = service_address(url, 5432)
+    try:
+        yield
+    except asyncpg.InvalidAuthorizationSpecificationError as error:
+        raise ServiceUnreachable(f"PostgreSQL at {address} rejected the login of role {roles.role_of(url)} "
+                                 f"({type(error).__name__}); check the credentials in {variable}.") from None
+    except (OSError, asyncpg.CannotConnectNowError) as error:
+        reason = getattr(error, "strerror", None) or type(error).__name__
+        raise ServiceUnreachable(f"PostgreSQL at {address} is unreachable ({reason}); check that it is running "
+                                 f"and that {variable} is right.") from None
 
 
 def _run_async(coroutine):

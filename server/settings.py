@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceParseError
 
 # Values of variables whose names contain these words never appear in error messages.
 SECRET_WORDS = ("SECRET", "PASSWORD", "KEY", "URL")
 
 PLACEHOLDER_JWT_SECRETS = {"", "change-me", "changeme", "secret", "dev-secret-change-me"}
+# HS256 signing keys shorter than the 32-byte hash output are easier to guess offline from one token.
+MIN_JWT_SECRET_LENGTH = 32
 
 
 class Settings(BaseSettings):
@@ -123,8 +127,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _production_needs_real_secret(self) -> "Settings":
         if self.environment != "development" and self.jwt_secret in PLACEHOLDER_JWT_SECRETS:
-            raise ValueError(f"JWT_SECRET is a placeholder; set a random secret of 32+ characters when "
-                             f"ENVIRONMENT is {self.environment}")
+            raise ValueError(f"JWT_SECRET is a placeholder; set a random secret of {MIN_JWT_SECRET_LENGTH}+ "
+                             f"characters when ENVIRONMENT is {self.environment}")
+        if self.environment != "development" and len(self.jwt_secret) < MIN_JWT_SECRET_LENGTH:
+            raise ValueError(f"JWT_SECRET is {len(self.jwt_secret)} characters long; set a random secret of "
+                             f"{MIN_JWT_SECRET_LENGTH}+ characters when ENVIRONMENT is {self.environment}")
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_TOKENS")
         return self
@@ -156,12 +163,24 @@ def format_validation_error(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+# pydantic-settings 2.x words a value of a list or dict field that is not JSON this way.
+SOURCE_PARSE_FIELD = re.compile(r'error parsing value for field "(?P<field>\w+)"')
+
+
+def format_source_parse_error(error: SourceParseError) -> str:
+    match = SOURCE_PARSE_FIELD.search(str(error))
+    name = match["field"].upper() if match else "a list or dict variable"
+    return f"Invalid configuration:\n  {name}: must be valid JSON, such as [5, 30, 120] for a list"
+
+
 def load_settings() -> Settings:
     """Read the settings, turning validation errors into a message that names each variable."""
     try:
         return Settings()
     except ValidationError as error:
         raise SettingsError(format_validation_error(error)) from None
+    except SourceParseError as error:
+        raise SettingsError(format_source_parse_error(error)) from None
 
 
 @lru_cache(maxsize=1)

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 from sanic import Request
 
 from server.errors import BadRequest, UnsupportedMediaType, ValidationFailed
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+def reject_blank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("string_blank", "String should contain a character other than whitespace")
+    return value
+
+
+# A string field that, like an empty one, is invalid when it holds only whitespace.
+NonBlankStr = Annotated[str, AfterValidator(reject_blank)]
 
 
 def read_json(request: Request) -> object:

@@ -19,14 +19,16 @@ def text_stream(lines: list[str]) -> bytes:
     return f"BT /F1 12 Tf 14 TL 72 720 Td {operators} ET".encode("latin-1")
 
 
-def build_pdf(page_streams: list[bytes | tuple[str, bytes]], kids: str | None = None) -> bytes:
+def build_pdf(page_streams: list[bytes | tuple[str, bytes]], kids: str | None = None,
+              catalog: bytes = b"<< /Type /Catalog /Pages 2 0 R >>") -> bytes:
     """Return a PDF with one page per content stream and a correct cross-reference table.
 
     A stream given as (dictionary entries, data) gets those entries, such as a /Filter.
-    ``kids`` replaces the page tree's /Kids array, to build broken page trees.
+    ``kids`` replaces the page tree's /Kids array, to build broken page trees, and ``catalog``
+    replaces the document catalog (object 1).
     """
     objects: dict[int, bytes] = {
-        1: b"<< /Type /Catalog /Pages 2 0 R >>",
+        1: catalog,
         3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
     }
     page_ids = []

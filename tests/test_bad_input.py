@@ -5,6 +5,7 @@ import json
 import pytest
 
 from server.app import REQUEST_ID_PATTERN
+from tests.conftest import LOG_DIR
 
 
 def _assert_error(response, status: int, code: str) -> dict:
@@ -39,6 +40,15 @@ def test_json_array_body_is_unprocessable(api):
     user = api.register()
     response = api.http.post("/chat", headers=user["headers"], json=["not", "an", "object"])
     _assert_error(response, 422, "validation_failed")
+
+
+@pytest.mark.parametrize("path, field", [("/search", "query"), ("/chat", "message")])
+def test_whitespace_only_text_is_unprocessable(api, path, field):
+    # "   " passed the min_length check: /search returned arbitrary hits and /chat a 200 answer.
+    user = api.register()
+    response = api.http.post(path, headers=user["headers"], json={field: "   "})
+    error = _assert_error(response, 422, "validation_failed")
+    assert error["details"][0]["field"] == field
 
 
 def test_limit_out_of_range_is_unprocessable(api):
@@ -95,6 +105,25 @@ def test_metadata_that_is_not_an_object_is_rejected(api):
                              data={"metadata": "[1, 2]"})
     _assert_error(response, 422, "validation_failed")
     assert _document_count(api, user) == 0
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=xyz"])
+def test_malformed_multipart_is_bad_request(api, content_type):
+    # Without a boundary, Sanic's form parser raised KeyError: 'boundary', logged it as an ERROR
+    # traceback, and the upload got 422 "needs a 'file' part".
+    user = api.register()
+    log_path = LOG_DIR / "web.log"
+    log_offset = log_path.stat().st_size
+
+    response = api.http.post("/documents", headers={**user["headers"], "Content-Type": content_type},
+                             content=b"garbage")
+
+    error = _assert_error(response, 400, "bad_request")
+    assert "malformed" in error["message"]
+    assert _document_count(api, user) == 0
+    log = log_path.read_bytes()[log_offset:].decode(errors="replace")
+    assert "Traceback" not in log
+    assert "Failed when parsing form" not in log
 
 
 @pytest.mark.parametrize("session_id", ["has space", "x" * 129, "semi;colon", ""])

@@ -56,3 +56,18 @@ def test_encrypted_pdf_fails_with_a_sentence(api, rq_worker):
     job = api.wait_for_job(user, response.json()["job_id"])
     assert job["status"] == "failed"
     assert job["attempts"] == 1
+
+
+def test_zero_page_pdf_fails_once_saying_no_pages(api, rq_worker):
+    user = api.register()
+    empty = build_pdf([], catalog=b"<< /Type /Catalog >>")
+    response = api.http.post("/documents", headers=user["headers"],
+                             files={"file": ("empty.pdf", empty, "application/pdf")})
+    assert response.status_code == 202
+    document = api.wait_for_document(user, response.json()["document"]["id"])
+    assert document["status"] == "failed"
+    assert "no pages" in document["error"]
+    assert "damaged" not in document["error"]
+    job = api.wait_for_job(user, response.json()["job_id"])
+    assert job["status"] == "failed"
+    assert job["attempts"] == 1

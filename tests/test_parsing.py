@@ -9,6 +9,7 @@ import pytest
 
 from jobs.parsing import (
     PDF_ENCRYPTED_MESSAGE,
+    PDF_NO_PAGES_MESSAGE,
     DocumentParseError,
     EmptyDocument,
     UnsupportedContentType,
@@ -543,6 +544,15 @@ def test_any_pypdf_exception_becomes_parse_error(two_page_pdf, monkeypatch):
     with pytest.raises(DocumentParseError) as raised:
         extract_text(two_page_pdf, "application/pdf")
     assert str(raised.value) == "The PDF could not be read: none of its pages could be decoded."
+
+
+@pytest.mark.parametrize("catalog", [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Catalog >>",
+                                     b"<< /Type /Catalog /Pages null >>"])
+def test_pdf_with_zero_pages_says_so(catalog):
+    # A catalog without a page tree made pypdf raise, which was reported as a damaged file.
+    with pytest.raises(DocumentParseError) as raised:
+        extract_text(build_pdf([], catalog=catalog), "application/pdf")
+    assert str(raised.value) == PDF_NO_PAGES_MESSAGE
 
 
 def test_pdf_without_text_suggests_ocr():

@@ -325,6 +325,25 @@ def test_fifth_stream_rejected_while_four_open(limited_server, redis_client):
     assert response.json()["error"]["code"] == "rate_limited"
 
 
+def test_stream_cap_429_describes_the_cap(limited_server, redis_client):
+    # Regression: this 429 had no Retry-After, and its rate limit headers described the user's
+    # request bucket, which still had tokens.
+    user = register(limited_server)
+    open_stream_slots(redis_client, user["user_id"], 4, lease_seconds=600)
+
+    response = stream_chat(limited_server, user)
+
+    assert response.status_code == 429
+    for name in RATE_LIMIT_HEADERS:
+        assert len(response.headers.get_list(name)) == 1, name
+    assert response.headers["Retry-After"] == str(ratelimit.STREAM_RETRY_AFTER_SECONDS)
+    assert response.headers["RateLimit-Policy"] == '"streams";q=4'
+    assert response.headers["RateLimit"] == '"streams";r=0'
+    assert response.headers["X-RateLimit-Limit"] == "4"
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    assert response.headers["X-RateLimit-Reset"] == str(ratelimit.STREAM_RETRY_AFTER_SECONDS)
+
+
 def test_stream_releases_its_slot_when_done(limited_server, redis_client):
     user = register(limited_server)
     open_stream_slots(redis_client, user["user_id"], 3, lease_seconds=600)

@@ -10,7 +10,7 @@ import pytest
 from db.roles import role_of
 from server.services import export_development_jwt_secret, export_service_urls, resolve_admin_database_url
 from server.settings import PLACEHOLDER_JWT_SECRETS, Settings, SettingsError, load_settings
-from tests.conftest import TEST_DATA_DIR
+from tests.conftest import TEST_DATA_DIR, _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +58,24 @@ def test_placeholder_jwt_secret_is_refused_outside_development(monkeypatch, envi
     assert "JWT_SECRET" in str(raised.value)
 
 
+@pytest.mark.parametrize("environment", ["production", "test"])
+def test_short_jwt_secret_is_refused_outside_development(monkeypatch, environment):
+    monkeypatch.setenv("ENVIRONMENT", environment)
+    monkeypatch.setenv("JWT_SECRET", "hunter2-abc")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert message.startswith("Invalid configuration")
+    assert "JWT_SECRET" in message
+    assert "hunter2-abc" not in message
+
+
+def test_short_jwt_secret_is_accepted_in_development(monkeypatch):
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    monkeypatch.setenv("JWT_SECRET", "short")
+    assert load_settings().jwt_secret == "short"
+
+
 def test_development_placeholder_is_replaced_by_a_kept_secret(monkeypatch, tmp_path):
     # Regression: with the published placeholder anyone reaching the server could sign tokens.
     monkeypatch.setenv("ENVIRONMENT", "development")
@@ -80,6 +98,45 @@ def test_server_start_stops_on_invalid_value(tmp_path):
     assert result.returncode != 0
     assert "BACKEND_WORKERS" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_list_variable_not_json_names_the_variable(monkeypatch):
+    # pydantic-settings parses list variables as JSON before validation, and its error escaped
+    # as a traceback.
+    monkeypatch.setenv("INGESTION_RETRY_DELAYS", "notjson")
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    message = str(raised.value)
+    assert message.startswith("Invalid configuration")
+    assert "INGESTION_RETRY_DELAYS" in message
+
+
+def test_server_start_stops_on_list_variable_not_json(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "server"], capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "INGESTION_RETRY_DELAYS": "notjson",
+                                 "DATA_DIR": str(tmp_path)},
+                            cwd=ROOT)
+    assert result.returncode != 0
+    assert "INGESTION_RETRY_DELAYS" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("module", ["server", "db.migrate", "server.launch"])
+def test_start_stops_on_unreachable_database(server_env, module):
+    port = _free_port()
+    env = {key: value for key, value in server_env.items() if key != "DATABASE_ADMIN_URL"}
+    env["DATABASE_URL"] = f"postgresql://ragplatform_app:pw-not-shown@127.0.0.1:{port}/rag"
+
+    result = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, timeout=120,
+                            env=env, cwd=ROOT)
+
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Traceback" not in output
+    assert "pw-not-shown" not in output
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert f"PostgreSQL at 127.0.0.1:{port} is unreachable" in last_line
+    assert "DATABASE_URL" in last_line
 
 
 def test_exported_urls_migrate_as_owner(monkeypatch, service_urls):

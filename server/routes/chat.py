@@ -27,7 +27,7 @@ from server.metrics import counts_open_stream
 from server.pagination import decode_cursor, page, parse_limit, scope_tag
 from server.ratelimit import stream_slot
 from server.sse import SSE_HEADERS
-from server.validation import parse_body
+from server.validation import NonBlankStr, parse_body
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ MAX_LAST_EVENT_ID = 10**9
 
 
 class ChatBody(BaseModel):
-    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
+    message: NonBlankStr = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
     session_id: str | None = Field(None, pattern=SESSION_ID_PATTERN)
     stream: bool = False
     top_k: int = Field(5, ge=1, le=20)

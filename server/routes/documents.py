@@ -14,6 +14,9 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 from sanic import Blueprint, Request
 from redis.exceptions import RedisError
+from sanic.headers import parse_content_header
+from sanic.request.form import parse_multipart_form
+from sanic.request.parameters import RequestParameters
 from sanic.response import empty, json
 
 from db import documents as queries
@@ -22,7 +25,7 @@ from jobs.parsing import EmptyDocument, UnsupportedContentType, detect_content_t
 from jobs.progress import LATEST_EVENT_TTL_SECONDS, TERMINAL_EVENTS, channel_name, latest_key, progress_data
 from jobs.queues import enqueue_ingestion
 from server.auth import principal
-from server.errors import (NotFound, PayloadTooLarge, RateLimited, ServiceUnavailable, UnsupportedMediaType,
+from server.errors import (BadRequest, NotFound, PayloadTooLarge, RateLimited, ServiceUnavailable, UnsupportedMediaType,
                            ValidationFailed)
 from server.jsonenc import dumps
 from server.metrics import counts_open_stream
@@ -73,21 +76,41 @@ def _check_metadata(metadata: object) -> dict:
     return metadata
 
 
+def parse_multipart(request: Request) -> tuple[RequestParameters, RequestParameters]:
+    """Parse a multipart/form-data body into (fields, files), raising BadRequest when it is malformed.
+
+    Sanic 25.12's own `request.files` logs a traceback and returns nothing for a body it cannot parse,
+    which would read as a missing 'file' part.
+    """
+    _, parameters = parse_content_header(request.headers.get("content-type", ""))
+    boundary = parameters.get("boundary")
+    if not boundary:
+        raise BadRequest("The multipart body is malformed: the Content-Type header has no boundary parameter.")
+    delimiter = boundary.encode("utf-8")
+    if b"--" + delimiter not in request.body:
+        raise BadRequest("The multipart body is malformed: it does not contain its boundary.")
+    try:
+        return parse_multipart_form(request.body, delimiter)
+    except (ValueError, LookupError):
+        raise BadRequest("The multipart body is malformed: a part's headers could not be read.") from None
+
+
 def read_upload(request: Request) -> tuple[bytes, str | None, str | None, dict]:
     """Return (data, title, file name, metadata) from a multipart or JSON upload."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        upload = request.files.get("file") if request.files else None
+        form, files = parse_multipart(request)
+        upload = files.get("file")
         if upload is None:
             raise ValidationFailed("The multipart body needs a 'file' part.",
                                    details=[{"field": "file", "problem": "missing"}])
-        raw_metadata = request.form.get("metadata") if request.form else None
+        raw_metadata = form.get("metadata")
         try:
             metadata = jsonlib.loads(raw_metadata) if raw_metadata else {}
         except ValueError:
             raise ValidationFailed("metadata must be a JSON object given as a string.",
                                    details=[{"field": "metadata", "problem": "not valid JSON"}]) from None
-        title = ((request.form.get("title") if request.form else None) or upload.name or "").strip() or "Untitled"
+        title = (form.get("title") or upload.name or "").strip() or "Untitled"
         reject_unstorable_strings({"title": title, "metadata": metadata})
         return upload.body, title[:MAX_TITLE_CHARS], upload.name, _check_metadata(metadata)
     if content_type in ("application/json", ""):

@@ -15,7 +15,7 @@ from server.auth import principal
 from server.cache import cache_status
 from server.errors import ValidationFailed
 from server.search import SearchRequest, elapsed_ms, search
-from server.validation import parse_body
+from server.validation import NonBlankStr, parse_body
 
 blueprint = Blueprint("search", url_prefix="/search", strict_slashes=False)
 
@@ -23,7 +23,7 @@ MAX_QUERY_CHARS = 2000
 
 
 class SearchBody(BaseModel):
-    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    query: NonBlankStr = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     limit: int = Field(10, ge=1, le=50)
     mode: Literal["hybrid", "vector", "keyword"] = "hybrid"
     document_ids: list[str] | None = Field(None, max_length=100)
@@ -56,7 +56,7 @@ async def search_chunks(request: Request):
     body = parse_body(request, SearchBody)
     await usage.record_event(request.app.ctx.db, tenant_id=caller.tenant_id, kind="search")
     search_request = SearchRequest(
-        tenant_id=caller.tenant_id, query=body.query.strip() or body.query, limit=body.limit, mode=body.mode,
+        tenant_id=caller.tenant_id, query=body.query.strip(), limit=body.limit, mode=body.mode,
         document_ids=parse_ids(body.document_ids), metadata=body.metadata,
     )
     cache = request.app.ctx.cache
