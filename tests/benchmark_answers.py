@@ -112,7 +112,9 @@ def upload_modules(http: httpx.Client, headers: dict) -> dict[str, str]:
 
 async def weigh_questions(database_url: str, tenant_id: UUID, modules: dict[str, str]) -> list[Outcome]:
     from server.chat.agent import ExtractiveProvider
-    from server.chat.extractive import MIN_COVERAGE, MIN_SIMILARITY, compose_answer, split_question, weigh_evidence
+    from server.chat.agent import merge_hits
+    from server.chat.extractive import (MIN_COVERAGE, MIN_SIMILARITY, QuestionPart, compose_compound_answer,
+                                        split_question, weigh_evidence)
     from server.chat.tools import Toolbox
     from server.database import create_database
     from server.settings import get_settings
@@ -131,10 +133,14 @@ async def weigh_questions(database_url: str, tenant_id: UUID, modules: dict[str,
             tools = Toolbox(db, tenant_id=tenant_id, top_k=5, max_steps=settings.chat_max_steps,
                             record_step=ignore_step)
             parts = split_question(question)
-            hits = await provider.search_parts(parts, tools)
-            joined = " ".join(parts)
-            answer = compose_answer(joined, hits)
-            evidence = weigh_evidence(joined, hits)
+            hits_per_part = await provider.search_parts(parts, tools)
+            answer = compose_compound_answer([QuestionPart(part, part, hits)
+                                              for part, hits in zip(parts, hits_per_part)])
+            # The evidence printed is that of the whole question over the hits of all its parts.
+            merged: dict = {}
+            for hits in hits_per_part:
+                merge_hits(merged, hits)
+            evidence = weigh_evidence(" ".join(parts), sorted(merged.values(), key=lambda hit: -hit.score))
             previous = evidence is not None and (
                 evidence.coverage >= MIN_COVERAGE
                 or (evidence.similarity is not None and evidence.similarity >= MIN_SIMILARITY))

@@ -12,7 +12,9 @@ from server.chat.extractive import (
     NO_ANSWER,
     Answer,
     Hit,
+    QuestionPart,
     compose_answer,
+    compose_compound_answer,
     split_question,
 )
 
@@ -426,6 +428,10 @@ def test_compose_answer_timing():
             "What is argparse for; can I use it with subcommands?",
             ["What is argparse for?", "Can I use it with subcommands?"],
         ),
+        (
+            "What are zebras? And what do koalas eat?",
+            ["What are zebras?", "And what do koalas eat?"],
+        ),
     ],
 )
 def test_split_question_compound(question, expected):
@@ -551,3 +557,168 @@ def test_capital_opening_a_sentence_is_no_name():
 
     assert answer.answered
     assert "fromfile()" in answer.content
+
+
+ZEBRAS = (
+    "Zebras are African equines with black and white striped coats. "
+    "Three species live today: the plains zebra, the mountain zebra and the Grevy's zebra. "
+    "Zebras graze on grasses and live in herds on open savannas."
+)
+
+KOALAS = (
+    "The koala is a tree-dwelling marsupial native to eastern Australia. "
+    "Koalas eat eucalyptus leaves almost exclusively and sleep up to twenty hours a day. "
+    "Young koalas eat a substance called pap to prepare for a eucalyptus diet. "
+    "Koalas rarely drink water because the leaves they eat contain enough moisture."
+)
+
+# Cosine similarities of each question to ZEBRAS and KOALAS, in that order, measured with
+# all-MiniLM-L6-v2 (jobs.embedding.encode) and rounded.
+ZEBRA_QUESTION_SIMILARITIES = (0.70, 0.09)  # "What are zebras?"
+KOALA_QUESTION_SIMILARITIES = (0.17, 0.76)  # "What do koalas eat?"
+PENGUIN_QUESTION_SIMILARITIES = (0.23, 0.37)  # "What do penguins eat?"
+
+
+def animal_part(question: str, similarities: tuple[float, float]) -> QuestionPart:
+    """Return ``question`` with hits on both animal passages, the more similar one first, as the
+    hybrid search ranks them."""
+    zebras = make_hit(1, ZEBRAS, similarity=similarities[0], title="Zebras")
+    koalas = make_hit(2, KOALAS, similarity=similarities[1], title="Koalas")
+    hits = [zebras, koalas] if similarities[0] >= similarities[1] else [koalas, zebras]
+    return QuestionPart(question, question, hits)
+
+
+def zebra_and_koala_parts() -> list[QuestionPart]:
+    return [
+        animal_part("What are zebras?", ZEBRA_QUESTION_SIMILARITIES),
+        animal_part("What do koalas eat?", KOALA_QUESTION_SIMILARITIES),
+    ]
+
+
+def test_compound_answer_cites_every_answered_part():
+    # Regression: composed from the joined parts over the hits of both searches, the answer
+    # quoted three koala sentences and no zebra one.
+    answer = compose_compound_answer(zebra_and_koala_parts())
+
+    assert answer.answered
+    assert {citation.title for citation in answer.citations} == {"Zebras", "Koalas"}
+    assert "striped coats" in answer.content
+    assert "eucalyptus leaves" in answer.content
+
+
+def test_compound_answer_follows_part_order():
+    answer = compose_compound_answer(zebra_and_koala_parts())
+
+    assert answer.content.index("What are zebras?") < answer.content.index("striped coats")
+    assert answer.content.index("striped coats") < answer.content.index("What do koalas eat?")
+    assert answer.content.index("What do koalas eat?") < answer.content.index("eucalyptus leaves")
+    assert [citation.title for citation in answer.citations] == ["Zebras", "Koalas"]
+
+
+def test_compound_answer_markers_match_citations():
+    answer = compose_compound_answer(zebra_and_koala_parts())
+
+    assert marker_numbers(answer) == sorted(marker_numbers(answer))
+    assert set(marker_numbers(answer)) == {citation.n for citation in answer.citations}
+    assert [citation.n for citation in answer.citations] == [1, 2]
+
+
+def test_compound_answer_quotes_only_own_hits_per_part():
+    answer = compose_compound_answer(zebra_and_koala_parts())
+
+    zebra_section, koala_section = answer.content.split("\n\n")[1:]
+    assert "[2]" not in zebra_section
+    assert "[1]" not in koala_section
+
+
+def test_compound_part_without_answer_says_so():
+    parts = [
+        animal_part("What are zebras?", ZEBRA_QUESTION_SIMILARITIES),
+        animal_part("What do penguins eat?", PENGUIN_QUESTION_SIMILARITIES),
+    ]
+
+    answer = compose_compound_answer(parts)
+
+    assert answer.answered
+    assert answer.content.endswith(f"What do penguins eat?\n{NO_ANSWER}")
+    assert "striped coats" in answer.content
+    assert "eucalyptus" not in answer.content
+    assert [citation.title for citation in answer.citations] == ["Zebras"]
+
+
+def test_compound_part_missing_name_not_answered():
+    # "YAML" occurs in no hit, so the hits that share "read" and "file" are a near miss for the
+    # second part, while the first part is answered from the same passages.
+    hits = python_hits()
+    parts = [
+        QuestionPart("How do I read a CSV file?", "How do I read a CSV file?", hits),
+        QuestionPart("How do I read a YAML file?", "How do I read a YAML file?", hits),
+    ]
+
+    answer = compose_compound_answer(parts)
+
+    assert answer.answered
+    assert "csv.reader()" in answer.content
+    assert answer.content.endswith(f"How do I read a YAML file?\n{NO_ANSWER}")
+
+
+def test_compound_answer_without_answered_part():
+    parts = [
+        animal_part("What do penguins eat?", PENGUIN_QUESTION_SIMILARITIES),
+        QuestionPart("Who won the world cup in 1966?", "Who won the world cup in 1966?", []),
+    ]
+
+    answer = compose_compound_answer(parts)
+
+    assert answer == Answer(NO_ANSWER, [], False)
+
+
+def test_compound_answer_of_one_part_is_compose_answer():
+    part = animal_part("What are zebras?", ZEBRA_QUESTION_SIMILARITIES)
+
+    answer = compose_compound_answer([part], max_sentences=3)
+
+    assert answer == compose_answer(part.query, part.hits, max_sentences=3)
+
+
+def test_compound_answer_of_no_parts():
+    assert compose_compound_answer([]) == Answer(NO_ANSWER, [], False)
+
+
+def test_compound_answer_shares_max_sentences():
+    answer = compose_compound_answer(zebra_and_koala_parts(), max_sentences=2)
+
+    assert len(marker_numbers(answer)) == 2
+
+
+def test_compound_answer_cites_shared_chunk_once():
+    hits = python_hits()
+    parts = [
+        QuestionPart("What does json.dumps do?", "What does json.dumps do?", hits),
+        QuestionPart("What does json.loads do?", "What does json.loads do?", hits),
+    ]
+
+    answer = compose_compound_answer(parts)
+
+    assert [citation.chunk_id for citation in answer.citations] == ["chunk-4"]
+    assert "json.dumps()" in answer.citations[0].snippet
+    assert "json.loads()" in answer.citations[0].snippet
+    assert set(marker_numbers(answer)) == {1}
+
+
+def test_compound_answer_shows_part_as_written():
+    # The query carries words borrowed from the previous question, which the section omits.
+    part = animal_part("What are zebras?", ZEBRA_QUESTION_SIMILARITIES)
+    koalas = animal_part("What do they eat?", KOALA_QUESTION_SIMILARITIES)
+    follow_up = QuestionPart(koalas.question, "What do they eat? koalas", koalas.hits)
+
+    answer = compose_compound_answer([part, follow_up])
+
+    assert "\nWhat do they eat?\n" in answer.content
+    assert "What do they eat? koalas" not in answer.content
+    assert "eucalyptus leaves" in answer.content
+
+
+def test_compound_answer_max_sentences_below_one_raises():
+    with pytest.raises(ValueError):
+        compose_compound_answer(zebra_and_koala_parts(), max_sentences=0)

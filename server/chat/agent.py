@@ -2,8 +2,9 @@
 
 It needs no model. A compound question is split into parts and each part is searched. When the
 best hit of a part is weak, the part is searched again in other words. A follow-up question
-borrows the content words of the session's previous question. The answer is composed from the
-best sentences of all hits, with citations, or says that the documents do not answer.
+borrows the content words of the session's previous question. Each part is answered from the
+best sentences of its own hits, with citations, or the answer says that the documents do not
+answer it.
 
 NOTE: this agent never calls `read_document`, because quoting whole documents would let weak
 sentences into the answer. The `openai` provider offers the tool to the model.
@@ -14,7 +15,13 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from server.chat.extractive import MIN_SIMILARITY, Hit, compose_answer, split_question
+from server.chat.extractive import (
+    MIN_SIMILARITY,
+    Hit,
+    QuestionPart,
+    compose_compound_answer,
+    split_question,
+)
 from server.chat.providers import AnswerWriter, Turn
 from server.chat.rewriting import rephrase, resolve_follow_up
 from server.chat.tools import StepBudgetExhausted, Toolbox
@@ -53,19 +60,27 @@ class ExtractiveProvider:
 
     async def answer(self, turn: Turn, tools: Toolbox, writer: AnswerWriter) -> None:
         # The question is split before the borrowed words are added, as they end no sentence.
-        parts = [resolve_follow_up(part, turn.history) for part in split_question(turn.question)]
-        ranked = await self.search_parts(parts, tools)
-        answer = compose_answer(" ".join(parts), ranked)
+        written = split_question(turn.question)
+        queries = [resolve_follow_up(part, turn.history) for part in written]
+        hits_per_part = await self.search_parts(queries, tools)
+        parts = [QuestionPart(question, query, hits)
+                 for question, query, hits in zip(written, queries, hits_per_part)]
+        answer = compose_compound_answer(parts)
         for word in answer_words(answer.content):
             await writer.delta(word)
         for citation in answer.citations:
             await writer.citation(asdict(citation))
-        writer.add_usage(hits=len(ranked))
+        chunk_ids = {hit.chunk_id for hits in hits_per_part for hit in hits}
+        writer.add_usage(hits=len(chunk_ids))
 
-    async def search_parts(self, parts: list[str], tools: Toolbox) -> list[Hit]:
+    async def search_parts(self, parts: list[str], tools: Toolbox) -> list[list[Hit]]:
         """Search each part of the question, again in other words when its hits are weak, and
-        return the hits of all searches, best score first."""
-        hits: dict[str, Hit] = {}
+        return the hits of each part, best score first.
+
+        NOTE: a part left unsearched because the step budget ran out gets no hits, so its
+        section of the answer says that the documents do not answer it.
+        """
+        hits_per_part: list[list[Hit]] = []
         try:
             for part in parts:
                 found = await tools.search(part)
@@ -73,7 +88,10 @@ class ExtractiveProvider:
                     other_words = rephrase(part)
                     if other_words is not None and tools.remaining > 0:
                         found += await tools.search(other_words)
+                hits: dict[str, Hit] = {}
                 merge_hits(hits, found)
+                hits_per_part.append(sorted(hits.values(), key=lambda hit: -hit.score))
         except StepBudgetExhausted:
             logger.info("chat step budget spent max_steps=%d", tools.max_steps)
-        return sorted(hits.values(), key=lambda hit: -hit.score)
+        hits_per_part += [[] for _ in parts[len(hits_per_part):]]
+        return hits_per_part

@@ -10,6 +10,9 @@ Words vouch for an answer only when every content word of the question occurs in
 question with a word that no hit contains must be vouched for by the embedding instead, and one
 that names something no hit mentions ("CSV", "json.dumps") is not answered at all: sentences that
 share the question's generic words ("read", "file") are near misses, not answers.
+
+A compound question is answered part by part, each part from the hits of its own searches and
+under the same rules, so that a part the documents answer is never crowded out by another.
 """
 
 from __future__ import annotations
@@ -153,6 +156,15 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class QuestionPart:
+    """A part of a compound question with the hits of its own searches, best score first."""
+
+    question: str  # as the user wrote it, repeated in the answer
+    query: str  # the part with any words borrowed from the previous question, matched to sentences
+    hits: list[Hit]
+
+
+@dataclass(frozen=True)
 class Evidence:
     """The word coverage, similarity and missing terms of a question's hits, and their verdict."""
 
@@ -214,10 +226,62 @@ def compose_answer(question: str, hits: list[Hit], max_sentences: int = 4) -> An
     if max_sentences < 1:
         raise ValueError(f"max_sentences must be at least 1, got {max_sentences}")
 
+    selection = _select(question, hits, max_sentences)
+    if selection is None:
+        return Answer(NO_ANSWER, [], False)
+
+    chosen, fallback = selection
+    cited: dict[str, list[_Sentence]] = {}
+    paragraphs = _quote(chosen, cited)
+    lead_in = FALLBACK_LEAD_IN if fallback else LEAD_IN
+    return Answer("\n\n".join([lead_in, *paragraphs]), _citations(cited), True)
+
+
+def compose_compound_answer(parts: list[QuestionPart], max_sentences: int = 4) -> Answer:
+    """Build an answer with a section per part of a compound question, in the order of ``parts``.
+
+    Each part is answered from its own hits only, under the rules of ``compose_answer``, so the
+    best sentences of one part cannot crowd out those of another. A section repeats the part as
+    written, then quotes its sentences or, when its hits do not answer it, NO_ANSWER. The parts
+    share ``max_sentences`` evenly, with at least one sentence each, and citations are numbered
+    by first use across the whole answer. A single part gets ``compose_answer``'s answer, and
+    parts that no hit answers give ``Answer(NO_ANSWER, [], False)``.
+    """
+    if max_sentences < 1:
+        raise ValueError(f"max_sentences must be at least 1, got {max_sentences}")
+    if not parts:
+        return Answer(NO_ANSWER, [], False)
+    if len(parts) == 1:
+        return compose_answer(parts[0].query, parts[0].hits, max_sentences)
+
+    per_part = max(1, max_sentences // len(parts))
+    selections = [_select(part.query, part.hits, per_part) for part in parts]
+    if all(selection is None for selection in selections):
+        return Answer(NO_ANSWER, [], False)
+
+    cited: dict[str, list[_Sentence]] = {}
+    sections = [LEAD_IN]
+    for part, selection in zip(parts, selections):
+        if selection is None:
+            sections.append(f"{part.question}\n{NO_ANSWER}")
+            continue
+        chosen, fallback = selection
+        paragraphs = _quote(chosen, cited)
+        if fallback:
+            paragraphs[0] = f"{FALLBACK_LEAD_IN} {paragraphs[0]}"
+        sections.append("\n".join([part.question, "\n\n".join(paragraphs)]))
+    return Answer("\n\n".join(sections), _citations(cited), True)
+
+
+def _select(
+    question: str, hits: list[Hit], max_sentences: int
+) -> tuple[list[_Sentence], bool] | None:
+    """Pick the sentences of ``hits`` that answer ``question``, and whether they are the fallback
+    opening of the most similar hit; None when the hits do not answer it."""
     sentences = _collect_sentences(hits)
     if not sentences:
         logger.debug("extractive answer: no usable sentences hits=%d", len(hits))
-        return Answer(NO_ANSWER, [], False)
+        return None
 
     query = _query_terms(question)
     coverages = _coverages(sentences, query)
@@ -233,7 +297,7 @@ def compose_answer(question: str, hits: list[Hit], max_sentences: int = 4) -> An
         len(hits),
     )
     if not evidence.answered:
-        return Answer(NO_ANSWER, [], False)
+        return None
 
     if not evidence.by_words:
         # Quote only the passages that the embedding vouches for.
@@ -248,12 +312,11 @@ def compose_answer(question: str, hits: list[Hit], max_sentences: int = 4) -> An
 
     chosen = _select_by_score(sentences, coverages, query, max_sentences)
     if chosen:
-        return _render(chosen, LEAD_IN)
+        return chosen, False
 
     # Only the embedding relates a hit to the question, as with a paraphrase that shares no
     # content word with it, so quote the opening of the most similar hit.
-    chosen = _select_fallback(sentences, max_sentences)
-    return _render(chosen, FALLBACK_LEAD_IN)
+    return _select_fallback(sentences, max_sentences), True
 
 
 def weigh_evidence(question: str, hits: list[Hit]) -> Evidence | None:
@@ -566,27 +629,39 @@ def _is_near_duplicate(first: _Sentence, second: _Sentence) -> bool:
     return shorter.rstrip(".!?…") in longer
 
 
-def _render(chosen: list[_Sentence], lead_in: str) -> Answer:
-    """Write the answer as one paragraph per cited chunk, numbering citations by first use.
+def _quote(chosen: list[_Sentence], cited: dict[str, list[_Sentence]]) -> list[str]:
+    """Write one paragraph per chunk of ``chosen``, each sentence followed by its ``[n]``.
 
     Chunks appear in the order of their best sentence in ``chosen`` and sentences of one chunk in
-    document order, so text from the same passage reads as it was written.
+    document order, so text from the same passage reads as it was written. ``cited`` maps each
+    chunk id to its quoted sentences, in order of first use in the answer, so that order numbers
+    the citations. The sentences of ``chosen`` are added to it.
     """
     groups: dict[str, list[_Sentence]] = {}
     for sentence in chosen:
         groups.setdefault(sentence.hit.chunk_id, []).append(sentence)
 
     paragraphs = []
-    citations = []
-    for n, group in enumerate(groups.values(), start=1):
+    for chunk_id, group in groups.items():
         group.sort(key=lambda sentence: sentence.position)
-        hit = group[0].hit
+        quoted = cited.setdefault(chunk_id, [])
+        quoted_positions = {sentence.position for sentence in quoted}
+        quoted.extend(sentence for sentence in group if sentence.position not in quoted_positions)
+        n = list(cited).index(chunk_id) + 1
         paragraphs.append(" ".join(_add_marker(sentence.text, n) for sentence in group))
-        snippet = _truncate(" ".join(sentence.text for sentence in group), MAX_SNIPPET_CHARS)
-        citations.append(Citation(n, hit.document_id, hit.chunk_id, hit.document_title, snippet))
+    return paragraphs
 
-    content = "\n\n".join([lead_in, *paragraphs])
-    return Answer(content, citations, True)
+
+def _citations(cited: dict[str, list[_Sentence]]) -> list[Citation]:
+    """Return a citation per chunk of ``cited``, numbered from 1 in its order, whose snippet
+    is the chunk's quoted sentences in document order."""
+    citations = []
+    for n, quoted in enumerate(cited.values(), start=1):
+        ordered = sorted(quoted, key=lambda sentence: sentence.position)
+        hit = ordered[0].hit
+        snippet = _truncate(" ".join(sentence.text for sentence in ordered), MAX_SNIPPET_CHARS)
+        citations.append(Citation(n, hit.document_id, hit.chunk_id, hit.document_title, snippet))
+    return citations
 
 
 def _add_marker(text: str, n: int) -> str:
