@@ -28,11 +28,15 @@ def test_usage_is_empty_until_the_view_is_refreshed(api):
     assert body["items"] == []
 
 
-def test_usage_shows_only_the_callers_counts(api, service_urls, monkeypatch):
+def test_usage_shows_only_the_callers_counts(api, rq_worker, service_urls, monkeypatch):
+    # Regression: this test expected no chunks, which held only until the session's RQ worker
+    # started. Each document is now ingested before the view is refreshed, into one chunk.
     alice, bob = api.register(), api.register()
-    for title in ("one", "two"):
-        assert api.upload_text(alice, title, f"Text of document {title}.").status_code == 202
-    assert api.upload_text(bob, "three", "Text of document three.").status_code == 202
+    uploads = [(alice, "one"), (alice, "two"), (bob, "three")]
+    for user, title in uploads:
+        response = api.upload_text(user, title, f"Text of document {title}.")
+        assert response.status_code == 202, response.text
+        assert api.wait_for_document(user, response.json()["document"]["id"])["status"] == "ready"
     _search(api, alice, 3)
     _search(api, bob, 1)
     chat = api.http.post("/chat", headers=bob["headers"], json={"message": "What is in document three?"})
@@ -43,9 +47,9 @@ def test_usage_shows_only_the_callers_counts(api, service_urls, monkeypatch):
     today = datetime.now(timezone.utc).date().isoformat()
     alice_usage = api.http.get("/usage", headers=alice["headers"]).json()
     bob_usage = api.http.get("/usage", headers=bob["headers"]).json()
-    assert alice_usage["totals"] == {"documents": 2, "chunks": 0, "searches": 3, "chats": 0}
-    assert alice_usage["items"] == [{"day": today, "documents": 2, "chunks": 0, "searches": 3, "chats": 0}]
-    assert bob_usage["totals"] == {"documents": 1, "chunks": 0, "searches": 1, "chats": 1}
+    assert alice_usage["totals"] == {"documents": 2, "chunks": 2, "searches": 3, "chats": 0}
+    assert alice_usage["items"] == [{"day": today, "documents": 2, "chunks": 2, "searches": 3, "chats": 0}]
+    assert bob_usage["totals"] == {"documents": 1, "chunks": 1, "searches": 1, "chats": 1}
     assert alice_usage["next_cursor"] is None
 
 
