@@ -154,10 +154,26 @@ async def run_in_tenant(db: Database, tenant_id: UUID | None, work: Callable[[],
         except CONNECTION_LOST_ERRORS as error:
             if attempt < attempts:
                 logger.warning("database connection lost, retrying read error=%s", type(error).__name__)
+                await _expire_pooled_connections(db)
                 continue
             logger.error("database connection lost error=%s attempts=%d", type(error).__name__, attempt)
             raise DatabaseUnavailable("The database connection was lost; retry in a moment.") from error
     raise AssertionError("unreachable")
+
+
+async def _expire_pooled_connections(db: Database) -> None:
+    """Make the pool replace its open connections on their next acquire, so a retry gets a fresh one.
+
+    A lost connection usually means that PostgreSQL restarted or terminated the application's
+    backends, which leaves the pool's idle connections dead too. Without this, the retry could
+    take one of them and fail again.
+    NOTE: this reads the private `_backend._pool` of `databases` 0.9.0. Under a version that
+    renames it, the retry runs without expiring, as before.
+    """
+    pool = getattr(getattr(db, "_backend", None), "_pool", None)
+    expire = getattr(pool, "expire_connections", None)
+    if expire is not None:
+        await expire()
 
 
 def _tenant_query(idempotent: bool):
